@@ -1,0 +1,37 @@
+r"""Full-size federated PatchCore on ELPV, for an accelerator.
+
+Command::
+
+  python scripts/patchcore.py --config=configs/patchcore_elpv_full.py
+
+Differences from configs/patchcore_elpv.py: original 300 x 300 resolution
+upsampled to 320 (a 40 x 40 patch grid), every functional cell not held out
+for training (1,208), all 1,116 defective cells in the test set, 512-dim
+features, a 1% memory bank (about 19,000 patches) and 10 clients.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import patchcore_elpv  # pylint: disable=wrong-import-position
+
+
+def get_config():
+  config = patchcore_elpv.get_config()
+  config.unlock()
+  config.data.image_size = 320
+  config.data.max_train = 0
+  config.data.max_test_defective = 0
+  config.backbone.embed_dim = 512
+  config.backbone.target_dim = 512
+  config.backbone.batch_size = 32
+  config.federated.num_clients = 10
+  config.federated.byzantine_clients = (0, 5)
+  config.federated.num_byzantine = 2
+  config.federated.local_bank_size = 4000
+  config.federated.global_bank_size = 19000
+  config.synthetic.num_images = 300
+  config.lock()
+  return config

@@ -1,0 +1,128 @@
+"""Shared types and helpers for aggregation rules.
+
+Every rule in this package is a pure function of a stacked update array
+``updates: [n, d]`` (row ``i`` is client ``i``). Two conventions hold for all:
+
+* ``mask`` (optional ``bool[n]``): rows with ``False`` are excluded, e.g.
+  clients flagged by a scorer (:mod:`robustfl_jax.scoring`).
+* Non-finite rows (any NaN or +-Inf entry) are Byzantine: they are excluded
+  exactly as if their mask entry were ``False``. Nothing non-finite reaches the
+  output; if no row is usable the output is zeros (no update).
+
+Stateful rules follow optax: a factory returns an :class:`Aggregator` pair of
+pure functions ``init(params) -> state`` and
+``update(updates, state, *, key=None, mask=None, **context) -> (aggregate,
+state, info)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Info = dict[str, Array]
+
+
+class Aggregator(NamedTuple):
+  """An aggregation rule as a pair of pure functions (optax style).
+
+  Attributes:
+    init: ``init(params) -> state``; ``params`` is an example update (a pytree
+      or a flat ``[d]`` array) used to size the state.
+    update: ``update(updates, state, *, key=None, mask=None, **context) ->
+      (aggregate, state, info)``. ``info`` is a dict of arrays to log: always
+      ``rejected`` (``bool[n]``, rows excluded by the mask or non-finite),
+      ``num_rejected`` and ``num_nonfinite``; rules that select or weight rows
+      add ``selected`` (``bool[n]``) and ``weights`` (``f32[n]``).
+  """
+
+  init: Callable[[Any], Any]
+  update: Callable[..., tuple[Array, Any, Info]]
+
+
+class EmptyState(NamedTuple):
+  """State of a stateless rule."""
+
+
+def check_updates(updates: Array, rule: str) -> None:
+  """Raises ``ValueError`` unless ``updates`` is a floating ``[n, d]`` array."""
+  if getattr(updates, "ndim", None) != 2:
+    raise ValueError(
+        f"{rule} expects stacked updates of shape [n, d]; got shape "
+        f"{getattr(updates, 'shape', None)}. Flatten pytrees with "
+        "jax.flatten_util.ravel_pytree and stack one row per client.")
+  if updates.shape[0] < 1:
+    raise ValueError(f"{rule} needs at least one client update; got n=0.")
+  if not jnp.issubdtype(updates.dtype, jnp.floating):
+    raise ValueError(
+        f"{rule} expects floating-point updates; got dtype {updates.dtype}.")
+
+
+def check_int(value: Any, name: str, rule: str, minimum: int = 0) -> int:
+  """Validates a static, shape-deciding integer hyper-parameter."""
+  if isinstance(value, bool) or not isinstance(value, int):
+    try:
+      import numpy as np  # pylint: disable=import-outside-toplevel
+      if isinstance(value, np.integer):
+        value = int(value)
+      else:
+        raise TypeError
+    except TypeError:
+      raise ValueError(
+          f"{rule}: {name} must be a static Python int (it decides shapes); "
+          f"got {value!r} of type {type(value).__name__}.") from None
+  if value < minimum:
+    raise ValueError(f"{rule}: {name} must be >= {minimum}; got {name}={value}.")
+  return value
+
+
+def check_mask(mask: Optional[Array], n: int) -> Optional[Array]:
+  """Validates an optional ``bool[n]`` row mask."""
+  if mask is None:
+    return None
+  mask = jnp.asarray(mask)
+  if mask.shape != (n,):
+    raise ValueError(f"mask must have shape [n]=({n},); got {mask.shape}.")
+  return mask.astype(bool)
+
+
+def valid_rows(updates: Array, mask: Optional[Array] = None) -> Array:
+  """``bool[n]``: rows that are finite and not excluded by ``mask``."""
+  finite = jnp.all(jnp.isfinite(updates), axis=1)
+  mask = check_mask(mask, updates.shape[0])
+  return finite if mask is None else finite & mask
+
+
+def base_info(updates: Array, valid: Array, mask: Optional[Array]) -> Info:
+  """The info entries every rule reports."""
+  finite = jnp.all(jnp.isfinite(updates), axis=1)
+  return {
+      "rejected": ~valid,
+      "num_rejected": jnp.sum(~valid).astype(jnp.int32),
+      "num_nonfinite": jnp.sum(~finite).astype(jnp.int32),
+  }
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """Accumulation dtype: at least float32 (bfloat16/float16 are upcast)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def zero_invalid(updates: Array, valid: Array) -> Array:
+  """Replaces excluded rows by zeros so that 0 * NaN never happens."""
+  return jnp.where(valid[:, None], updates, jnp.zeros((), updates.dtype))
+
+
+def row_norms(values: Array) -> Array:
+  """L2 norm of each row without overflow: ``m * |x / m|`` with ``m = max|x|``.
+
+  A row holding 1e30 has a finite norm although its squared norm overflows
+  float32; clipping factors ``radius / norm`` then stay exact.
+  """
+  v = values.astype(compute_dtype(values.dtype))
+  scale = jnp.max(jnp.abs(v), axis=1)
+  safe = jnp.where(scale > 0, scale, 1)
+  return scale * jnp.sqrt(jnp.sum(jnp.square(v / safe[:, None]), axis=1))

@@ -1,0 +1,155 @@
+"""Norm clipping: static clipping, adaptive robust clipping and centered clipping."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators._coordinatewise import weighted_row_sum
+
+Array = jax.Array
+
+
+def _clip_factor(norms: Array, max_norm) -> Array:
+  """``min(1, max_norm / norm)``, and 1 for a zero norm (nothing to clip)."""
+  safe = jnp.where(norms > 0, norms, 1)
+  return jnp.where(norms > max_norm, max_norm / safe, 1)
+
+
+def mark_excluded(updates: Array, valid: Array) -> Array:
+  """Pre-aggregator output convention: excluded rows become NaN rows."""
+  return jnp.where(valid[:, None], updates, jnp.asarray(jnp.nan, updates.dtype))
+
+
+def clip_by_norm(updates: Array, max_norm: float, mask: Optional[Array] = None) -> Array:
+  """Pre-aggregator: scales each row to L2 norm at most ``max_norm``.
+
+  Args:
+    updates: ``[n, d]`` client updates.
+    max_norm: clipping radius, ``>= 0``.
+    mask: optional ``bool[n]``; False rows are returned as NaN rows so that
+      the next rule excludes them.
+
+  Returns:
+    ``[n, d]``: ``u_i * min(1, max_norm / |u_i|)``; zero rows stay zero;
+    non-finite rows stay non-finite (excluded downstream).
+  """
+  _base.check_updates(updates, "clip_by_norm")
+  if not max_norm >= 0:
+    raise ValueError(f"clip_by_norm: max_norm must be >= 0; got {max_norm}.")
+  valid = _base.valid_rows(updates, mask)
+  factor = _clip_factor(_base.row_norms(_base.zero_invalid(updates, valid)), max_norm)
+  return mark_excluded((updates * factor[:, None].astype(updates.dtype)), valid)
+
+
+def check_arc(n: int, num_byzantine) -> int:
+  f = _base.check_int(num_byzantine, "num_byzantine", "arc")
+  if 2 * f >= n:
+    raise ValueError(f"arc needs n > 2f; got n={n}, f={f}.")
+  return f
+
+
+def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Array:
+  """Adaptive Robust Clipping (ARC), a pre-aggregator (Allouah et al. 2025).
+
+  With ``k = floor(2 (f/n) (n - f))``, every row is clipped to the norm of the
+  ``(k+1)``-th largest row norm, i.e. the ``k`` largest rows are scaled down
+  to that norm and the others are unchanged.
+
+  Guarantees: composed with an (f, kappa)-robust rule the result stays
+  (f, O(kappa))-robust, and the largest honest norms bound the Byzantine ones.
+
+  Args:
+    updates: ``[n, d]`` client updates.
+    num_byzantine: static int ``f``, ``n > 2f``.
+    mask: optional ``bool[n]``; excluded rows come back as NaN rows.
+
+  Returns:
+    ``[n, d]`` clipped updates.
+
+  Edge cases: ``f = 0`` clips nothing. Excluded rows do not enter the norm
+  ranking; ``k`` is computed from the full ``n`` and clamped to the number of
+  valid rows minus one.
+
+  References:
+    Allouah, Guerraoui, Gupta, Pinot, Rizk, "Boosting Robustness by Clipping
+    Gradients in Distributed Learning", ICLR 2025 (arXiv:2405.14432).
+  """
+  _base.check_updates(updates, "arc")
+  n = updates.shape[0]
+  f = check_arc(n, num_byzantine)
+  num_clipped = int((2 * f * (n - f)) // n)
+  valid = _base.valid_rows(updates, mask)
+  norms = _base.row_norms(_base.zero_invalid(updates, valid))
+  sorted_desc = -jnp.sort(-jnp.where(valid, norms, -jnp.inf))
+  k = jnp.minimum(num_clipped, jnp.maximum(jnp.sum(valid) - 1, 0))
+  threshold = sorted_desc[k]
+  factor = _clip_factor(norms, threshold)
+  return mark_excluded(updates * factor[:, None].astype(updates.dtype), valid)
+
+
+def _centered_clipping(updates, center=None, radius=10.0, num_iters=1, mask=None):
+  _base.check_updates(updates, "centered_clipping")
+  num_iters = _base.check_int(num_iters, "num_iters", "centered_clipping", minimum=1)
+  if not radius > 0:
+    raise ValueError(f"centered_clipping: radius must be > 0; got {radius}.")
+  n, d = updates.shape
+  dtype = _base.compute_dtype(updates.dtype)
+  valid = _base.valid_rows(updates, mask)
+  values = _base.zero_invalid(updates, valid).astype(dtype)
+  if center is None:
+    center = jnp.zeros((d,), dtype)
+  center = jnp.asarray(center, dtype)
+  if center.shape != (d,):
+    raise ValueError(f"centered_clipping: center must have shape [d]=({d},); got "
+                     f"{center.shape}.")
+  center = jnp.where(jnp.isfinite(center), center, 0)
+  count = jnp.maximum(jnp.sum(valid), 1).astype(dtype)
+
+  def step(_, v):
+    diff_norms = _base.row_norms(jnp.where(valid[:, None], values - v, 0))
+    factor = jnp.where(valid, _clip_factor(diff_norms, radius), 0) / count
+    # v + sum_i c_i (u_i - v) = (1 - sum_i c_i) v + sum_i c_i u_i: one matmul.
+    return (1 - jnp.sum(factor)) * v + weighted_row_sum(values, factor, valid)
+
+  out = lax.fori_loop(0, num_iters, step, center)
+  out = jnp.where(jnp.any(valid), out, center)
+  return out.astype(updates.dtype), {}
+
+
+def centered_clipping(updates: Array, center: Optional[Array] = None,
+                      radius: float = 10.0, num_iters: int = 1,
+                      mask: Optional[Array] = None) -> Array:
+  """Centered clipping (Karimireddy, He, Jaggi 2021).
+
+  Starting from ``v_0 = center``, iterates
+  ``v_{l+1} = v_l + (1/k) sum_i (u_i - v_l) min(1, radius / |u_i - v_l|)``
+  over the ``k`` valid rows. In the paper the center is the previous round's
+  aggregate (worker momentum makes it a good guess); the stateful version is
+  ``aggregators.get("centered_clipping")``, whose state carries it.
+
+  Guarantees: each Byzantine row moves the output by at most
+  ``radius / k`` per iteration, whatever its value.
+
+  Args:
+    updates: ``[n, d]`` client updates.
+    center: ``[d]`` starting point (zeros if None).
+    radius: clipping radius ``tau > 0``.
+    num_iters: static number of iterations ``L >= 1``.
+    mask: optional ``bool[n]``; False rows are excluded.
+
+  Returns:
+    ``[d]`` aggregate; ``center`` if no row is valid.
+
+  Edge cases: a row equal to the current center has distance 0 and factor 1
+  (no division by zero); a non-finite center is replaced by zeros.
+
+  References:
+    Karimireddy, He, Jaggi, "Learning from History for Byzantine Robust
+    Optimization", ICML 2021.
+  """
+  return _centered_clipping(updates, center, radius, num_iters, mask)[0]

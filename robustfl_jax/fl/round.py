@@ -1,0 +1,154 @@
+"""The jitted federated round: broadcast, local training, attack, aggregation.
+
+``round_fn(server_state, data, key) -> (server_state, metrics)``:
+
+1. every client trains from the global parameters (one vmapped function,
+   :mod:`robustfl_jax.fl.local`), keys folded per client;
+2. deltas are flattened to ``updates: f32[C, d]`` and, with client momentum
+   ``beta``, each client sends ``m_c = beta * m_c + (1 - beta) * delta_c``;
+3. the model-poisoning attack replaces the Byzantine rows;
+4. an optional scorer flags outliers, excluded through the aggregator's mask;
+5. the aggregator returns ``[d]``; a non-finite aggregate is dropped (the
+   round leaves the parameters unchanged and reports ``skipped``), so no NaN
+   ever reaches the model;
+6. the server optimizer applies ``-aggregate`` as a gradient (SGD with lr 1 is
+   FedAvg).
+
+References:
+  McMahan, B. et al.: Communication-efficient learning of deep networks from
+  decentralized data. AISTATS (2017).
+  Karimireddy, S. P., He, L., Jaggi, M.: Learning from history for Byzantine
+  robust optimization. ICML (2021) -- client (worker) momentum.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import optax
+
+from robustfl_jax.fl.local import make_local_train
+from robustfl_jax.fl.metrics import detection_rates
+from robustfl_jax.fl.server import FederatedData, ServerState
+
+Array = jax.Array
+AttackFn = Callable[[Array, Array, Array], Array]
+ScorerFn = Callable[[Array], Array]
+
+
+def round_key(state: ServerState) -> Array:
+  """The PRNG key of the round ``state.round`` (restart-safe: no key chain)."""
+  return jax.random.fold_in(state.key, state.round)
+
+
+def make_round_fn(apply_fn: Callable, params_template: Any, *,
+                  client_optimizer: optax.GradientTransformation,
+                  server_optimizer: optax.GradientTransformation,
+                  aggregator: Any, num_clients: int, max_examples: int,
+                  batch_size: int, local_epochs: int = 1, mode: str = "fedavg",
+                  attack: Optional[AttackFn] = None,
+                  scorer: Optional[ScorerFn] = None,
+                  client_momentum: float = 0.0) -> Callable:
+  """Builds the (unjitted) pure round function.
+
+  Args:
+    apply_fn: flax ``apply`` of the model.
+    params_template: example parameters (fixes the flattening).
+    client_optimizer: optax optimizer of local training.
+    server_optimizer: optax optimizer of the server.
+    aggregator: an ``Aggregator`` (``update(updates, state, key=, mask=)``).
+    num_clients: real number of clients ``C``; data may hold more rows
+      (padding for sharding), which are dropped before the attack.
+    max_examples: padded per-client length ``M``.
+    batch_size: local minibatch size.
+    local_epochs: local epochs (FedAvg).
+    mode: ``"fedavg"`` or ``"fedsgd"``.
+    attack: ``attack(key, updates, byzantine_mask) -> updates`` or None.
+    scorer: ``scorer(updates) -> bool[C]`` outliers to exclude, or None.
+    client_momentum: ``beta`` in [0, 1); 0 disables client momentum.
+
+  Returns:
+    ``round_fn(state, data, key=None) -> (state, metrics)``; jit it (the
+    client axis of ``data`` may be sharded over a mesh axis ``clients``).
+    Without ``key`` the round uses :func:`round_key` of the state, computed
+    inside the jitted function.
+
+  Raises:
+    ValueError: if ``client_momentum`` is outside [0, 1).
+  """
+  if not 0.0 <= client_momentum < 1.0:
+    raise ValueError(f"client.momentum must be in [0, 1); got "
+                     f"{client_momentum}.")
+  local_train = make_local_train(apply_fn, client_optimizer,
+                                 max_examples=max_examples,
+                                 batch_size=batch_size,
+                                 local_epochs=local_epochs, mode=mode)
+  _, unravel = jax.flatten_util.ravel_pytree(params_template)
+
+  def round_fn(state: ServerState, data: FederatedData,
+               key: Optional[Array] = None):
+    if key is None:
+      key = round_key(state)
+    train_key, attack_key, agg_key = jax.random.split(key, 3)
+    num_rows = data.y.shape[0]
+    client_keys = jax.vmap(lambda i: jax.random.fold_in(train_key, i))(
+        jnp.arange(num_rows))
+    result = jax.vmap(local_train, in_axes=(None, 0, 0, 0, 0))(
+        state.params, data.x, data.y, data.count, client_keys)
+    updates = result.delta[:num_clients]
+    losses = result.loss[:num_clients]
+    byzantine = data.byzantine[:num_clients]
+
+    client_state = state.client_state
+    if client_momentum > 0:
+      updates = client_momentum * client_state + (1.0 - client_momentum) * updates
+      client_state = updates
+
+    if attack is not None:
+      updates = attack(attack_key, updates, byzantine)
+
+    mask = None
+    flagged = jnp.zeros((num_clients,), bool)
+    if scorer is not None:
+      outliers = scorer(updates)
+      mask = ~outliers
+      flagged = flagged | outliers
+    aggregate, agg_state, info = aggregator.update(
+        updates, state.aggregator_state, key=agg_key, mask=mask)
+    flagged = flagged | info["rejected"]
+    if "selected" in info:
+      flagged = flagged | ~info["selected"]
+
+    finite = jnp.all(jnp.isfinite(aggregate))
+    aggregate = jnp.where(finite, aggregate, 0.0)
+    grads = unravel(-aggregate.astype(jnp.float32))
+    server_updates, opt_state = server_optimizer.update(
+        grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, server_updates)
+    # An all-rejected or non-finite round must leave the model (and optimizer)
+    # exactly as it was.
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_params = jax.tree.map(keep, new_params, state.params)
+    opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+
+    honest = (~byzantine).astype(jnp.float32)
+    metrics = {
+        "train_loss": jnp.sum(jnp.where(byzantine, 0.0, losses))
+                      / jnp.maximum(jnp.sum(honest), 1.0),
+        "update_norm": jnp.linalg.norm(aggregate),
+        "skipped": ~finite,
+        "num_rejected": jnp.sum(flagged).astype(jnp.int32),
+        "num_nonfinite": info["num_nonfinite"],
+        "flagged": flagged,
+        **detection_rates(flagged, byzantine),
+    }
+    new_state = state.replace(params=new_params, opt_state=opt_state,
+                              aggregator_state=agg_state,
+                              client_state=client_state,
+                              round=state.round + 1)
+    return new_state, metrics
+
+  return round_fn

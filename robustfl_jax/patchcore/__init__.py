@@ -1,0 +1,22 @@
+"""PatchCore anomaly detection, centralised and federated, with robust memory banks.
+
+Public names: patch features (`make_patch_feature_fn`, `extract_patch_features`,
+`anomaly_maps`), coreset selection (`greedy_coreset`, `coverage_radius`),
+memory-bank scoring (`nearest_neighbor_scores`, `reweighted_image_scores`),
+metrics (`image_auroc`, `pixel_auroc`, `aupro`), and the federated memory
+bank (`RobustnessConfig`, `build_global_bank`, coreset attacks, client scores).
+"""
+
+from robustfl_jax.patchcore.coreset import coverage_radius, greedy_coreset, random_subset
+from robustfl_jax.patchcore.features import (adaptive_avg_pool_matrix, anomaly_maps,
+                                             combine_feature_maps, extract_patch_features,
+                                             gaussian_blur, local_average, make_patch_feature_fn)
+from robustfl_jax.patchcore.metrics import aupro, image_auroc, pixel_auroc, pro_curve
+from robustfl_jax.patchcore.nearest_neighbor import (nearest_neighbor_scores, nearest_neighbors,
+                                                     score_patches,
+                                                     reweighted_image_scores)
+from robustfl_jax.patchcore.federated import (CLIENT_METRICS, SCORING_METHODS, STRATEGIES,
+                                              CoresetScores, RobustnessConfig, attack_coresets,
+                                              build_global_bank, coordinatewise_bank,
+                                              federated_coreset, local_coresets, num_trim_for,
+                                              sample_per_client, score_clients)

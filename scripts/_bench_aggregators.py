@@ -1,0 +1,170 @@
+"""Aggregation rules, jitted, against plain NumPy implementations of the same rules.
+
+NumPy baselines are what a library without XLA would write: ``np.median``,
+``np.sort`` along the client axis for the trimmed mean and the
+Meamed/Bulyan coordinate phase, and a loop over pairs for the distances of
+Krum, Multi-Krum, Bulyan and NNM ("a NumPy pairwise implementation").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustfl_jax import aggregators as agg
+
+DEFAULT_SHAPES = ((16, 100_000), (64, 2**20), (256, 100_000))
+QUICK_SHAPES = ((16, 2_000), (32, 5_000))
+GM_ITERS = 8
+CC_ITERS = 3
+
+
+# ---------------------------------------------------------------- NumPy rules
+def _np_pairwise(u):
+  n = len(u)
+  d = np.zeros((n, n), np.float64)
+  for i in range(n):
+    for j in range(i + 1, n):
+      diff = u[i] - u[j]
+      d[i, j] = d[j, i] = float(diff @ diff)
+  return d
+
+
+def _np_krum_scores(d, f, rows):
+  k = len(rows) - f - 2
+  sub = d[np.ix_(rows, rows)]
+  return np.array([np.sort(np.delete(sub[i], i))[:max(k, 0)].sum() for i in range(len(rows))])
+
+
+def _np_mean_nearest(s, center, keep):
+  idx = np.argsort(np.abs(s - center), axis=0)[:keep]
+  return np.take_along_axis(s, idx, axis=0).mean(axis=0)
+
+
+def np_rules(f: int) -> dict[str, Callable]:
+  def trimmed(u):
+    return np.sort(u, axis=0)[f:len(u) - f].mean(axis=0)
+
+  def meamed(u):
+    return _np_mean_nearest(u, np.median(u, axis=0), len(u) - f)
+
+  def krum(u):
+    return u[np.argmin(_np_krum_scores(_np_pairwise(u), f, list(range(len(u)))))]
+
+  def multi_krum(u):
+    scores = _np_krum_scores(_np_pairwise(u), f, list(range(len(u))))
+    return u[np.argsort(scores)[:len(u) - f]].mean(axis=0)
+
+  def bulyan(u):
+    d = _np_pairwise(u)
+    remaining, selected = list(range(len(u))), []
+    for _ in range(len(u) - 2 * f):
+      best = remaining[int(np.argmin(_np_krum_scores(d, f, remaining)))]
+      selected.append(best)
+      remaining.remove(best)
+    s = u[selected]
+    return _np_mean_nearest(s, np.median(s, axis=0), len(s) - 2 * f)
+
+  def geometric_median(u):
+    z = u.mean(axis=0)
+    for _ in range(GM_ITERS):
+      w = 1.0 / np.maximum(1e-5, np.linalg.norm(u - z, axis=1))
+      z = (w / w.sum()) @ u
+    return z
+
+  def centered_clipping(u):
+    v = np.zeros(u.shape[1], u.dtype)
+    for _ in range(CC_ITERS):
+      diff = u - v
+      norms = np.linalg.norm(diff, axis=1)
+      v = v + (diff * np.minimum(1.0, 10.0 / np.maximum(norms, 1e-12))[:, None]).mean(axis=0)
+    return v
+
+  def nnm(u):
+    d = _np_pairwise(u)
+    return np.stack([u[np.argsort(d[i])[:len(u) - f]].mean(axis=0) for i in range(len(u))])
+
+  return {
+      "mean": lambda u: u.mean(axis=0),
+      "coordinate_median": lambda u: np.median(u, axis=0),
+      "trimmed_mean": trimmed, "meamed": meamed, "krum": krum, "multi_krum": multi_krum,
+      "bulyan": bulyan, "geometric_median": geometric_median,
+      "centered_clipping": centered_clipping, "nnm": nnm,
+  }
+
+
+def jax_rules(f: int) -> dict[str, Callable]:
+  return {
+      "mean": agg.mean,
+      "coordinate_median": agg.coordinate_median,
+      "trimmed_mean": lambda u: agg.trimmed_mean(u, f),
+      "meamed": lambda u: agg.meamed(u, f),
+      "krum": lambda u: agg.krum(u, f),
+      "multi_krum": lambda u: agg.multi_krum(u, f, u.shape[0] - f),
+      "bulyan": lambda u: agg.bulyan(u, f),
+      "geometric_median": lambda u: agg.geometric_median(u, max_iter=GM_ITERS, ftol=0.0),
+      "centered_clipping": lambda u: agg.centered_clipping(u, None, 10.0, CC_ITERS),
+      "nnm": lambda u: agg.nnm(u, f),
+  }
+
+
+# ---------------------------------------------------------------- timing
+def _best_time(fn, repeats, block=False):
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    out = fn()
+    if block:
+      jax.block_until_ready(out)
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def run(shapes=DEFAULT_SHAPES, rules=None, repeats=3, numpy_repeats=1, log=print) -> dict:
+  """Times every rule at every shape; returns a JSON-able dict."""
+  rows = []
+  for n, d in shapes:
+    f = max(1, (n - 3) // 8)  # Bulyan needs n >= 4f + 3
+    u_np = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+    u = jax.device_put(jnp.asarray(u_np))
+    jr, nr = jax_rules(f), np_rules(f)
+    for name in rules or list(jr):
+      fn = jax.jit(jr[name])
+      start = time.perf_counter()
+      compiled = fn.lower(u).compile()
+      compile_s = time.perf_counter() - start
+      compiled(u).block_until_ready()  # warm-up
+      jax_s = _best_time(lambda: compiled(u), repeats, block=True)
+      np_s = _best_time(lambda: nr[name](u_np), numpy_repeats)
+      # Same rule, same answer: the comparison is only meaningful if it holds.
+      diff = float(np.max(np.abs(np.asarray(compiled(u), np.float64) - nr[name](u_np))))
+      row = {"rule": name, "n": n, "d": d, "f": f, "jax_s": jax_s, "numpy_s": np_s,
+             "speedup": np_s / jax_s, "compile_s": compile_s, "max_abs_diff": diff}
+      rows.append(row)
+      log(f"  {name:18s} n={n:<4d} d={d:<8d} jax {jax_s:8.4f}s  numpy {np_s:8.4f}s  "
+          f"x{np_s / jax_s:7.1f}  (compile {compile_s:.2f}s, |diff| {diff:.1e})")
+  return {"suite": "aggregators", "backend": jax.default_backend(),
+          "device": str(jax.devices()[0]), "rows": rows}
+
+
+def to_markdown(result: dict) -> str:
+  shapes = sorted({(r["n"], r["d"]) for r in result["rows"]})
+  rules = list(dict.fromkeys(r["rule"] for r in result["rows"]))
+  by = {(r["rule"], r["n"], r["d"]): r for r in result["rows"]}
+  head = "| rule | " + " | ".join(f"n={n}, d={d}" for n, d in shapes) + " |"
+  lines = [f"Speed-up over NumPy (NumPy time / jitted time; backend: {result['backend']}).",
+           "", head, "|---" * (len(shapes) + 1) + "|"]
+  for rule in rules:
+    cells = []
+    for n, d in shapes:
+      r = by.get((rule, n, d))
+      cells.append("" if r is None else f"{r['speedup']:.1f}x ({r['jax_s'] * 1e3:.0f} ms)")
+    lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+  lines += ["", "Compile time (s): " + ", ".join(
+      f"{r['rule']}@{r['n']}x{r['d']}={r['compile_s']:.1f}" for r in result["rows"]
+      if (r["n"], r["d"]) == shapes[-1])]
+  return "\n".join(lines)
