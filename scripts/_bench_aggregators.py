@@ -40,6 +40,13 @@ def _np_krum_scores(d, f, rows):
   return np.array([np.sort(np.delete(sub[i], i))[:max(k, 0)].sum() for i in range(len(rows))])
 
 
+def _np_pick(scores, d, rows):
+  """Smallest Krum score; ties by the sum of distances (as robustfl_jax)."""
+  tied = np.flatnonzero(scores == scores.min())
+  sub = d[np.ix_(rows, rows)]
+  return int(tied[np.argmin(sub[tied].sum(axis=1))])
+
+
 def _np_mean_nearest(s, center, keep):
   idx = np.argsort(np.abs(s - center), axis=0)[:keep]
   return np.take_along_axis(s, idx, axis=0).mean(axis=0)
@@ -53,7 +60,8 @@ def np_rules(f: int) -> dict[str, Callable]:
     return _np_mean_nearest(u, np.median(u, axis=0), len(u) - f)
 
   def krum(u):
-    return u[np.argmin(_np_krum_scores(_np_pairwise(u), f, list(range(len(u)))))]
+    d, rows = _np_pairwise(u), list(range(len(u)))
+    return u[_np_pick(_np_krum_scores(d, f, rows), d, rows)]
 
   def multi_krum(u):
     scores = _np_krum_scores(_np_pairwise(u), f, list(range(len(u))))
@@ -63,7 +71,7 @@ def np_rules(f: int) -> dict[str, Callable]:
     d = _np_pairwise(u)
     remaining, selected = list(range(len(u))), []
     for _ in range(len(u) - 2 * f):
-      best = remaining[int(np.argmin(_np_krum_scores(d, f, remaining)))]
+      best = remaining[_np_pick(_np_krum_scores(d, f, remaining), d, remaining)]
       selected.append(best)
       remaining.remove(best)
     s = u[selected]

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from robustfl_jax.aggregators import _base
-from robustfl_jax.aggregators._order_statistics import order_statistics
+from robustfl_jax.aggregators._order_statistics import default_method, order_statistics
 
 Array = jax.Array
 
@@ -55,8 +55,26 @@ def _fill_invalid(updates: Array, valid: Array, fill) -> Array:
   return jnp.where(valid[:, None], updates, jnp.asarray(fill, updates.dtype))
 
 
-def _zeros(updates: Array) -> Array:
-  return jnp.zeros(updates.shape[1:], updates.dtype)
+def _sum_rows(values: Array, valid: Array, fn, method: str):
+  """``sum_i [valid_i] fn(values[i])`` per coordinate; ``fn`` is elementwise.
+
+  ``fn`` usually closes over per-coordinate order statistics. XLA on CPU
+  fuses such a statistic into any ``[n, d]`` consumer and recomputes the
+  whole comparator network once per row (measured: 7.8 s instead of 0.1 s
+  for the trimmed mean at 64 x 2**20). Summing ``[d]`` rows keeps every
+  consumer ``[d]``-shaped, so the network runs once per coordinate. This is
+  a lowering device over the rows of one array, not per-client logic.
+  """
+  if method == "auto":
+    method = default_method(values.shape[0])
+  if method == "network":
+    total = None
+    for i in range(values.shape[0]):
+      term = jax.tree.map(lambda t: jnp.where(valid[i], t, 0), fn(values[i]))
+      total = term if total is None else jax.tree.map(jnp.add, total, term)
+    return total
+  terms = fn(values)
+  return jax.tree.map(lambda t: jnp.sum(jnp.where(valid[:, None], t, 0), axis=0), terms)
 
 
 def _mean(updates, weights=None, mask=None):
@@ -195,17 +213,32 @@ def _trimmed_mean_from_valid(updates, valid, num_trim, method="auto"):
   n = updates.shape[0]
   dtype = _base.compute_dtype(updates.dtype)
   k = jnp.sum(valid)
-  low, = order_statistics(_fill_invalid(updates, valid, jnp.inf), (num_trim,), method)
-  high, = order_statistics(_fill_invalid(updates, valid, -jnp.inf),
-                           (n - 1 - num_trim,), method)
-  low, high = low.astype(dtype), high.astype(dtype)
-  clipped = jnp.clip(jnp.where(valid[:, None], updates, 0).astype(dtype), low, high)
-  total = jnp.sum(jnp.where(valid[:, None], clipped, 0), axis=0)
-  kept = jnp.maximum(k - 2 * num_trim, 1).astype(dtype)
-  trimmed = (total - num_trim * (low + high)) / kept
-  # Fewer than 2t+1 valid rows: trimming as much as possible is the median.
-  med = _median_from_valid(updates, valid, method).astype(dtype)
-  return jnp.where(k > 2 * num_trim, trimmed, med).astype(updates.dtype)
+
+  def bounds_all_valid(_):
+    return tuple(order_statistics(updates, (num_trim, n - 1 - num_trim), method))
+
+  def bounds_some_excluded(_):
+    low, = order_statistics(_fill_invalid(updates, valid, jnp.inf), (num_trim,), method)
+    high, = order_statistics(_fill_invalid(updates, valid, -jnp.inf),
+                             (n - 1 - num_trim,), method)
+    return low, high
+
+  def trimmed(_):
+    # One network serves both bounds when no row is excluded (the common
+    # case); the cond also materialises them, as the row sums need.
+    low, high = lax.cond(jnp.all(valid), bounds_all_valid, bounds_some_excluded, None)
+    low, high = low.astype(dtype), high.astype(dtype)
+    total = _sum_rows(updates, valid, lambda x: jnp.clip(x.astype(dtype), low, high), method)
+    kept = jnp.maximum(k - 2 * num_trim, 1).astype(dtype)
+    return ((total - num_trim * (low + high)) / kept).astype(updates.dtype)
+
+  def median(_):
+    # Fewer than 2t+1 valid rows: trimming as much as possible is the median.
+    return _median_from_valid(updates, valid, method)
+
+  if num_trim == 0:
+    return trimmed(None)
+  return lax.cond(k > 2 * num_trim, trimmed, median, None)
 
 
 def _weighted_trimmed_mean(updates, weights, valid, num_trim):
@@ -287,22 +320,29 @@ def mean_of_nearest(updates: Array, valid: Array, center: Array, *,
   n = updates.shape[0]
   dtype = _base.compute_dtype(updates.dtype)
   k = jnp.sum(valid)
-  values = updates.astype(dtype)
-  dist = jnp.abs(values - center.astype(dtype)[None, :])
+  center_c = center.astype(dtype)
+  fill = jnp.inf if num_keep is not None else -jnp.inf
+  if (method if method != "auto" else default_method(n)) == "network":
+    dist = [jnp.where(valid[i], jnp.abs(updates[i].astype(dtype) - center_c), fill)
+            for i in range(n)]
+  else:
+    dist = jnp.where(valid[:, None], jnp.abs(updates.astype(dtype) - center_c[None, :]), fill)
   if num_keep is not None:
     keep = jnp.asarray(num_keep)
-    cutoff, = order_statistics(jnp.where(valid[:, None], dist, jnp.inf), (num_keep - 1,), method)
+    cutoff, = order_statistics(dist, (num_keep - 1,), method)
   else:
     keep = k - num_drop
-    cutoff, = order_statistics(jnp.where(valid[:, None], dist, -jnp.inf),
-                               (n - 1 - num_drop,), method)
-  v = valid[:, None]
-  below = v & (dist < cutoff)
-  tied = v & (dist == cutoff)
-  count_below = jnp.sum(below, axis=0)
-  count_tied = jnp.maximum(jnp.sum(tied, axis=0), 1)
-  sum_below = jnp.sum(jnp.where(below, values, 0), axis=0)
-  mean_tied = jnp.sum(jnp.where(tied, values, 0), axis=0) / count_tied
+    cutoff, = order_statistics(dist, (n - 1 - num_drop,), method)
+
+  def terms(x):
+    x = x.astype(dtype)
+    dx = jnp.abs(x - center_c)
+    below, tied = dx < cutoff, dx == cutoff
+    return (below.astype(dtype), jnp.where(below, x, 0),
+            tied.astype(dtype), jnp.where(tied, x, 0))
+
+  count_below, sum_below, count_tied, sum_tied = _sum_rows(updates, valid, terms, method)
+  mean_tied = sum_tied / jnp.maximum(count_tied, 1)
   keep_f = keep.astype(dtype)
   out = (sum_below + (keep_f - count_below) * mean_tied) / jnp.maximum(keep_f, 1)
   return jnp.where((keep >= 1) & (k >= keep), out, center.astype(dtype)).astype(updates.dtype)

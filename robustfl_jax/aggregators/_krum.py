@@ -43,22 +43,36 @@ def pairwise_sq_distances(updates: Array) -> Array:
   far from the origin and close to each other.
   """
   _base.check_updates(updates, "pairwise_sq_distances")
+  return _gram_distances(updates)[0]
+
+
+def _gram_distances(updates: Array) -> tuple[Array, Array]:
+  """Distances and the rows whose squared norm is finite.
+
+  A NaN or Inf entry only spoils its own row and column of the Gram matrix,
+  so no zeroing pass over the data is needed (it would cost as much as the
+  matmul's memory traffic); the diagonal tells which rows are unusable (non-
+  finite, or so large that the squared norm overflows: infinitely far).
+  """
   dtype = _base.compute_dtype(updates.dtype)
-  finite = _base.valid_rows(updates)
-  u = _base.zero_invalid(updates, finite).astype(dtype)
+  u = updates.astype(dtype)
   gram = jnp.matmul(u, u.T, precision=lax.Precision.HIGHEST)
   sq = jnp.diagonal(gram)
+  finite = jnp.isfinite(sq)
   dist = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
-  dist = jnp.where(jnp.isnan(dist), jnp.inf, dist)
-  pair_ok = finite[:, None] & finite[None, :]
+  pair_ok = finite[:, None] & finite[None, :] & jnp.isfinite(dist)
   dist = jnp.where(pair_ok, dist, jnp.inf)
-  return jnp.where(jnp.eye(updates.shape[0], dtype=bool), 0.0, dist).astype(dtype)
+  return jnp.where(jnp.eye(updates.shape[0], dtype=bool), 0.0, dist).astype(dtype), finite
 
 
-def _masked_distances(updates: Array, valid: Array) -> Array:
-  dist = pairwise_sq_distances(updates)
+def _masked_distances(updates: Array, mask) -> tuple[Array, Array]:
+  """Distances with excluded rows infinitely far, and the usable rows."""
+  dist, valid = _gram_distances(updates)
+  mask = _base.check_mask(mask, updates.shape[0])
+  if mask is not None:
+    valid = valid & mask
   pair_ok = valid[:, None] & valid[None, :]
-  return jnp.where(pair_ok, dist, jnp.inf)
+  return jnp.where(pair_ok, dist, jnp.inf), valid
 
 
 def krum_scores(distances: Array, candidates: Array, num_neighbors) -> Array:
@@ -111,8 +125,7 @@ def _krum(updates, num_byzantine, mask=None):
   _base.check_updates(updates, "krum")
   n = updates.shape[0]
   f = check_krum(n, num_byzantine)
-  valid = _base.valid_rows(updates, mask)
-  dist = _masked_distances(updates, valid)
+  dist, valid = _masked_distances(updates, mask)
   scores = krum_scores(dist, valid, n - f - 2)
   best = _best(scores, valid, dist)
   selected = (jnp.arange(n) == best) & valid
@@ -170,8 +183,8 @@ def _multi_krum(updates, num_byzantine, num_selected=None, mask=None):
   if num_selected is None:
     num_selected = n - num_byzantine
   f, m = check_multi_krum(n, num_byzantine, num_selected)
-  valid = _base.valid_rows(updates, mask)
-  scores = krum_scores(_masked_distances(updates, valid), valid, n - f - 2)
+  dist, valid = _masked_distances(updates, mask)
+  scores = krum_scores(dist, valid, n - f - 2)
   order = jnp.argsort(jnp.where(valid, scores, jnp.inf), stable=True)
   rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
   selected = (rank < m) & valid
@@ -219,8 +232,7 @@ def _bulyan(updates, num_byzantine, mask=None, method="auto"):
   _base.check_updates(updates, "bulyan")
   n = updates.shape[0]
   f = check_bulyan(n, num_byzantine)
-  valid = _base.valid_rows(updates, mask)
-  dist = _masked_distances(updates, valid)
+  dist, valid = _masked_distances(updates, mask)
   num_select = n - 2 * f
   beta = num_select - 2 * f
 
