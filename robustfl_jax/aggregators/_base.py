@@ -96,7 +96,7 @@ def valid_rows(updates: Array, mask: Optional[Array] = None) -> Array:
   return finite if mask is None else finite & mask
 
 
-def base_info(updates: Array, valid: Array, mask: Optional[Array]) -> Info:
+def base_info(updates: Array, valid: Array) -> Info:
   """The info entries every rule reports."""
   finite = jnp.all(jnp.isfinite(updates), axis=1)
   return {

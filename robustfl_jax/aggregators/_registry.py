@@ -179,7 +179,7 @@ def get(name: str, *, pre_aggregators: Sequence[Union[str, tuple[str, dict]]] = 
     _base.check_updates(updates, name)
     check(updates.shape[0])
     valid = _base.valid_rows(updates, mask)
-    info = _base.base_info(updates, valid, mask)
+    info = _base.base_info(updates, valid)
     x, stage_mask = updates, mask
     keys = jax.random.split(key, len(pres)) if key is not None else [None] * len(pres)
     for (pre_name, fn, _), k in zip(pres, keys):
