@@ -96,9 +96,8 @@ def valid_rows(updates: Array, mask: Optional[Array] = None) -> Array:
   return finite if mask is None else finite & mask
 
 
-def base_info(updates: Array, valid: Array) -> Info:
-  """The info entries every rule reports."""
-  finite = jnp.all(jnp.isfinite(updates), axis=1)
+def base_info(finite: Array, valid: Array) -> Info:
+  """The info entries every rule reports, from ``bool[n]`` row masks."""
   return {
       "rejected": ~valid,
       "num_rejected": jnp.sum(~valid).astype(jnp.int32),

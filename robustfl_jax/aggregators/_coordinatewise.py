@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from robustfl_jax.aggregators import _base
-from robustfl_jax.aggregators._order_statistics import default_method, order_statistics
+from robustfl_jax.aggregators._order_statistics import order_statistics, resolve_method
 
 Array = jax.Array
 
@@ -65,9 +65,7 @@ def _sum_rows(values: Array, valid: Array, fn, method: str):
   consumer ``[d]``-shaped, so the network runs once per coordinate. This is
   a lowering device over the rows of one array, not per-client logic.
   """
-  if method == "auto":
-    method = default_method(values.shape[0])
-  if method == "network":
+  if resolve_method(method, values.shape[0]) == "network":
     total = None
     for i in range(values.shape[0]):
       term = jax.tree.map(lambda t: jnp.where(valid[i], t, 0), fn(values[i]))
@@ -322,7 +320,7 @@ def mean_of_nearest(updates: Array, valid: Array, center: Array, *,
   k = jnp.sum(valid)
   center_c = center.astype(dtype)
   fill = jnp.inf if num_keep is not None else -jnp.inf
-  if (method if method != "auto" else default_method(n)) == "network":
+  if resolve_method(method, n) == "network":
     dist = [jnp.where(valid[i], jnp.abs(updates[i].astype(dtype) - center_c), fill)
             for i in range(n)]
   else:
@@ -345,7 +343,7 @@ def mean_of_nearest(updates: Array, valid: Array, center: Array, *,
   mean_tied = sum_tied / jnp.maximum(count_tied, 1)
   keep_f = keep.astype(dtype)
   out = (sum_below + (keep_f - count_below) * mean_tied) / jnp.maximum(keep_f, 1)
-  return jnp.where((keep >= 1) & (k >= keep), out, center.astype(dtype)).astype(updates.dtype)
+  return jnp.where((keep >= 1) & (k >= keep), out, center_c).astype(updates.dtype)
 
 
 def check_meamed(n: int, num_byzantine) -> int:

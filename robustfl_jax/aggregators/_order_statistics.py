@@ -84,6 +84,11 @@ def _network_order_statistics(rows: list[Array], ranks: tuple[int, ...]) -> list
   return [rows[r] for r in ranks]
 
 
+def resolve_method(method: str, num_rows: int) -> str:
+  """``"auto"`` becomes the faster exact method; other values pass through."""
+  return default_method(num_rows) if method == "auto" else method
+
+
 def default_method(num_rows: int) -> str:
   """The faster exact method for the default backend."""
   if jax.default_backend() == "cpu" and num_rows <= MAX_NETWORK_ROWS:
@@ -111,8 +116,7 @@ def order_statistics(values, ranks: Sequence[int], method: str = "auto") -> list
   for r in ranks:
     if not 0 <= r < n:
       raise ValueError(f"rank {r} is outside [0, {n}).")
-  if method == "auto":
-    method = default_method(n)
+  method = resolve_method(method, n)
   if method == "network":
     rows = values if isinstance(values, (list, tuple)) else [values[i] for i in range(n)]
     return _network_order_statistics(rows, ranks)

@@ -178,8 +178,10 @@ def get(name: str, *, pre_aggregators: Sequence[Union[str, tuple[str, dict]]] = 
     del context  # Behaviour-based rules use it; distance rules do not.
     _base.check_updates(updates, name)
     check(updates.shape[0])
-    valid = _base.valid_rows(updates, mask)
-    info = _base.base_info(updates, valid)
+    finite = _base.valid_rows(updates)
+    mask = _base.check_mask(mask, updates.shape[0])
+    valid = finite if mask is None else finite & mask
+    info = _base.base_info(finite, valid)
     x, stage_mask = updates, mask
     keys = jax.random.split(key, len(pres)) if key is not None else [None] * len(pres)
     for (pre_name, fn, _), k in zip(pres, keys):
