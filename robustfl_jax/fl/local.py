@@ -16,7 +16,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.flatten_util
@@ -25,6 +25,9 @@ import optax
 
 Array = jax.Array
 ApplyFn = Callable[..., Array]
+# train_loss(logits_fn, params, x, y, mask, key, aux) -> scalar, where
+# logits_fn(params, x) runs the model in training mode (dropout keyed per step).
+TrainLoss = Callable[..., Array]
 
 MODES = ("fedavg", "fedsgd")
 
@@ -63,10 +66,23 @@ def num_local_steps(max_examples: int, batch_size: int, local_epochs: int,
   return math.ceil(max_examples / batch), batch
 
 
+def cross_entropy_loss(logits_fn, params, x, y, mask, key, aux=None) -> Array:
+  """The default local objective: masked softmax cross-entropy.
+
+  This is the :data:`TrainLoss` signature every local objective follows;
+  ``key`` (for randomized objectives such as adversarial training) and
+  ``aux`` (a per-client pytree passed to ``local_train``) are unused here.
+  """
+  del key, aux
+  return masked_cross_entropy(logits_fn(params, x), y, mask)
+
+
 def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
                      *, max_examples: int, batch_size: int, local_epochs: int = 1,
-                     mode: str = "fedavg") -> Callable[..., LocalResult]:
-  """Builds ``local_train(params, x, y, count, key) -> LocalResult``.
+                     mode: str = "fedavg",
+                     train_loss: Optional[TrainLoss] = None
+                     ) -> Callable[..., LocalResult]:
+  """Builds ``local_train(params, x, y, count, key, aux=None) -> LocalResult``.
 
   Args:
     apply_fn: ``apply_fn({'params': p}, x, train=True, rngs={'dropout': k})``,
@@ -79,9 +95,14 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
     mode: ``"fedavg"`` (local epochs of minibatch steps) or ``"fedsgd"`` (one
       step on the full local gradient; ``local_epochs`` and ``batch_size`` are
       ignored).
+    train_loss: the local objective, ``train_loss(logits_fn, params, x, y,
+      mask, key, aux) -> scalar`` with ``logits_fn(params, x)`` the model in
+      training mode; :func:`cross_entropy_loss` when None. Adversarial
+      training and targeted poisoning objectives plug in here.
 
   Returns:
-    A pure function of one client; vmap it over ``x, y, count, key``.
+    A pure function of one client; vmap it over ``x, y, count, key`` (and
+    ``aux``, a per-client pytree handed to ``train_loss``, when given).
 
   Raises:
     ValueError: on an unknown mode or non-positive sizes.
@@ -98,6 +119,7 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
                                            local_epochs, mode)
   epochs = 1 if mode == "fedsgd" else local_epochs
   total = steps_per_epoch * batch
+  objective = cross_entropy_loss if train_loss is None else train_loss
 
   def epoch_batches(key, count):
     if steps_per_epoch == 1:
@@ -114,7 +136,7 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
     return (order.reshape(steps_per_epoch, batch),
             valid.reshape(steps_per_epoch, batch))
 
-  def local_train(params, x, y, count, key) -> LocalResult:
+  def local_train(params, x, y, count, key, aux=None) -> LocalResult:
     x, y = jnp.asarray(x), jnp.asarray(y)
     shuffle_key, dropout_key = jax.random.split(key)
     epoch_keys = jax.random.split(shuffle_key, epochs)
@@ -129,9 +151,13 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
     flat_params, unravel = jax.flatten_util.ravel_pytree(params)
 
     def loss_fn(p, xb, yb, mb, k):
-      logits = apply_fn({"params": unravel(p)}, xb, train=True,
-                        rngs={"dropout": k})
-      return masked_cross_entropy(logits, yb, mb)
+      dropout_key, loss_key = jax.random.split(k)
+
+      def logits_fn(tree, inputs):
+        return apply_fn({"params": tree}, inputs, train=True,
+                        rngs={"dropout": dropout_key})
+
+      return objective(logits_fn, unravel(p), xb, yb, mb, loss_key, aux)
 
     def step(carry, inputs):
       p, opt_state = carry

@@ -8,7 +8,8 @@
    ``beta``, each client sends ``m_c = beta * m_c + (1 - beta) * delta_c``;
 3. the model-poisoning attack replaces the Byzantine rows;
 4. an optional scorer flags outliers, excluded through the aggregator's mask;
-5. the aggregator returns ``[d]``; a non-finite aggregate is dropped (the
+5. the aggregator returns ``[d]`` (it also receives the context
+   ``global_params`` (flat ``[d]``) and ``round``); a non-finite aggregate is dropped (the
    round leaves the parameters unchanged and reports ``skipped``), so no NaN
    ever reaches the model;
 6. the server optimizer applies ``-aggregate`` as a gradient (SGD with lr 1 is
@@ -51,7 +52,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
                   batch_size: int, local_epochs: int = 1, mode: str = "fedavg",
                   attack: Optional[AttackFn] = None,
                   scorer: Optional[ScorerFn] = None,
-                  client_momentum: float = 0.0) -> Callable:
+                  client_momentum: float = 0.0,
+                  train_loss: Optional[Callable] = None) -> Callable:
   """Builds the (unjitted) pure round function.
 
   Args:
@@ -69,6 +71,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     attack: ``attack(key, updates, byzantine_mask) -> updates`` or None.
     scorer: ``scorer(updates) -> bool[C]`` outliers to exclude, or None.
     client_momentum: ``beta`` in [0, 1); 0 disables client momentum.
+    train_loss: the clients' local objective (see
+      :data:`robustfl_jax.fl.local.TrainLoss`); cross-entropy when None.
 
   Returns:
     ``round_fn(state, data, key=None) -> (state, metrics)``; jit it (the
@@ -85,7 +89,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
   local_train = make_local_train(apply_fn, client_optimizer,
                                  max_examples=max_examples,
                                  batch_size=batch_size,
-                                 local_epochs=local_epochs, mode=mode)
+                                 local_epochs=local_epochs, mode=mode,
+                                 train_loss=train_loss)
   _, unravel = jax.flatten_util.ravel_pytree(params_template)
 
   def round_fn(state: ServerState, data: FederatedData,
@@ -116,8 +121,12 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       outliers = scorer(updates)
       mask = ~outliers
       flagged = flagged | outliers
+    # Behaviour-based rules (FLTrust, validation filters) read the global
+    # parameters the updates are relative to; distance rules ignore them.
+    global_flat, _ = jax.flatten_util.ravel_pytree(state.params)
     aggregate, agg_state, info = aggregator.update(
-        updates, state.aggregator_state, key=agg_key, mask=mask)
+        updates, state.aggregator_state, key=agg_key, mask=mask,
+        global_params=global_flat, round=state.round)
     flagged = flagged | info["rejected"]
     if "selected" in info:
       flagged = flagged | ~info["selected"]
