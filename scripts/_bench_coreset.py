@@ -41,6 +41,11 @@ DEFAULTS = {"num_points": 100_000, "dim": 1024, "fraction": 0.1, "projection_dim
             "bank_size": 20_000, "nn_dim": 1024, "block_size": 1024, "repeats": 2, "seed": 0}
 
 
+# Tiny sizes for `scripts/benchmark.py --quick` (seconds: checks that it runs).
+QUICK_FLAGS = {"num_points": 3000, "dim": 200, "numpy_iterations": 50,
+               "num_queries": 300, "bank_size": 500, "nn_dim": 32, "repeats": 1}
+
+
 def _parse(argv_flags) -> dict[str, Any]:
   params = dict(DEFAULTS)
   if argv_flags is None:

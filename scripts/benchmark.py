@@ -27,6 +27,7 @@ SUITES = {
     "aggregators": "_bench_aggregators",
     "simulation": "_bench_simulation",
     "coreset": "_bench_coreset",
+    "adversarial": "_bench_adversarial",
 }
 
 _ONLY = flags.DEFINE_list("only", [], f"Suites to run, from {sorted(SUITES)}; default all.")
@@ -74,6 +75,10 @@ def module_kwargs(module, suite):
     shapes = module.QUICK_SHAPES if _QUICK.value else module.DEFAULT_SHAPES
     return {"shapes": shapes, "repeats": _REPEATS.value,
             "log": lambda line: print(line, flush=True)}
+  if suite == "coreset":
+    # The coreset suite reads command-line style flags; --quick uses the
+    # tiny sizes its test runs.
+    return {"argv_flags": module.QUICK_FLAGS if _QUICK.value else None}
   return {"quick": _QUICK.value}
 
 

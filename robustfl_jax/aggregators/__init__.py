@@ -23,6 +23,8 @@ from robustfl_jax.aggregators._krum import (
     bulyan, krum, krum_scores, multi_krum, pairwise_sq_distances)
 from robustfl_jax.aggregators._order_statistics import order_statistics
 from robustfl_jax.aggregators._preaggregators import bucketing, chain, nnm
+from robustfl_jax.aggregators import romoa  # module: romoa.romoa(...) builds it
+from robustfl_jax.aggregators.romoa import RomoaState
 from robustfl_jax.aggregators._registry import (
     CenteredClippingState, get, hparam_names, names, pre_aggregator_names, validate)
 
@@ -32,4 +34,5 @@ __all__ = [
     "geometric_median", "get", "hparam_names", "krum", "krum_scores", "meamed", "mean",
     "multi_krum", "names", "nnm", "order_statistics", "pairwise_sq_distances",
     "pre_aggregator_names", "trimmed_mean", "validate",
+    "RomoaState", "romoa",
 ]

@@ -57,6 +57,8 @@ _RULES: dict[str, _Rule] = {
 }
 
 _STATEFUL = {"centered_clipping": {"radius": 10.0, "num_iters": 1}}
+_ROMOA_HPARAMS = ("params", "layer_sizes", "selection_fraction", "beta",
+                  "quantile", "pearson", "max_iter")
 
 _PRE: dict[str, tuple[Callable, dict[str, Any], Callable]] = {
     "nnm": (_preaggregators.nnm, {"num_byzantine": None},
@@ -70,7 +72,7 @@ _PRE: dict[str, tuple[Callable, dict[str, Any], Callable]] = {
 
 def names() -> list[str]:
   """Names accepted by :func:`get` (rules) and as ``pre_aggregators``."""
-  return sorted(list(_RULES) + list(_STATEFUL))
+  return sorted(list(_RULES) + list(_STATEFUL) + ["romoa"])
 
 
 def pre_aggregator_names() -> list[str]:
@@ -85,6 +87,8 @@ def hparam_names(name: str) -> list[str]:
   """
   if name in _STATEFUL:
     return sorted(_STATEFUL[name])
+  if name == "romoa":
+    return sorted(_ROMOA_HPARAMS)
   if name in _RULES:
     return sorted(_RULES[name].hparams)
   raise ValueError(f"unknown aggregator {name!r}; choose from {names()}.")
@@ -145,6 +149,16 @@ def get(name: str, *, pre_aggregators: Sequence[Union[str, tuple[str, dict]]] = 
     ValueError: unknown name or hyper-parameter, or (with ``num_clients``)
       values the rule cannot work with.
   """
+  if name == "romoa":
+    # Stateful, per-parameter factors: see robustfl_jax/aggregators/romoa.py.
+    from robustfl_jax.aggregators import romoa  # pylint: disable=import-outside-toplevel
+    if pre_aggregators:
+      raise ValueError("romoa takes no pre_aggregators.")
+    unknown = sorted(set(hparams) - set(_ROMOA_HPARAMS))
+    if unknown:
+      raise ValueError(f"aggregator 'romoa' does not take {unknown}; it takes "
+                       f"{sorted(_ROMOA_HPARAMS)}.")
+    return romoa.romoa(num_clients=num_clients, **hparams)
   if name in _STATEFUL:
     hp = _resolve(name, _STATEFUL[name], hparams, "aggregator")
     rule = None

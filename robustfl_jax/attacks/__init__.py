@@ -37,6 +37,14 @@ from robustfl_jax.attacks._simple import random
 from robustfl_jax.attacks._simple import scaling
 from robustfl_jax.attacks._simple import sign_flip
 from robustfl_jax.attacks._simple import zero
+from robustfl_jax.attacks._strategic import differentiable_rule
+from robustfl_jax.attacks._strategic import distance_bounded
+from robustfl_jax.attacks._strategic import honest_ball
+from robustfl_jax.attacks._strategic import validation_evading
+from robustfl_jax.attacks._targeted import auxiliary_set
+from robustfl_jax.attacks._targeted import boost
+from robustfl_jax.attacks._targeted import make_alternating_minimization
+from robustfl_jax.attacks._targeted import targeted_objective
 
 __all__ = (
     "aggregator_aware",
@@ -61,4 +69,12 @@ __all__ = (
     "sign_flip",
     "stealth",
     "zero",
+    "differentiable_rule",
+    "distance_bounded",
+    "honest_ball",
+    "validation_evading",
+    "auxiliary_set",
+    "boost",
+    "make_alternating_minimization",
+    "targeted_objective",
 )

@@ -38,11 +38,56 @@ from robustfl_jax.fl.server import FederatedData, ServerState
 Array = jax.Array
 AttackFn = Callable[[Array, Array, Array], Array]
 ScorerFn = Callable[[Array], Array]
+CLIENT_EXECUTIONS = ("vmap", "map")
 
 
 def round_key(state: ServerState) -> Array:
   """The PRNG key of the round ``state.round`` (restart-safe: no key chain)."""
   return jax.random.fold_in(state.key, state.round)
+
+
+def apply_aggregate(server_optimizer: optax.GradientTransformation,
+                    unravel: Callable, params: Any, opt_state: Any,
+                    aggregate: Array):
+  """The server step: ``-aggregate`` as a gradient through the optimizer.
+
+  A non-finite aggregate (an all-rejected or poisoned round) leaves the
+  parameters and the optimizer state exactly as they were.
+
+  Returns:
+    ``(params, opt_state, aggregate, finite)`` with the non-finite aggregate
+    replaced by zeros and ``finite`` the bool scalar that decided.
+  """
+  finite = jnp.all(jnp.isfinite(aggregate))
+  aggregate = jnp.where(finite, aggregate, 0.0)
+  grads = unravel(-aggregate.astype(jnp.float32))
+  server_updates, new_opt_state = server_optimizer.update(grads, opt_state,
+                                                          params)
+  new_params = optax.apply_updates(params, server_updates)
+  keep = lambda new, old: jnp.where(finite, new, old)
+  return (jax.tree.map(keep, new_params, params),
+          jax.tree.map(keep, new_opt_state, opt_state), aggregate, finite)
+
+
+def round_metrics(losses: Array, byzantine: Array, aggregate: Array,
+                  finite: Array, flagged: Array, num_nonfinite: Array) -> dict:
+  """The per-round metrics every protocol reports.
+
+  ``train_loss`` is the mean local loss of the honest clients; ``flagged``
+  (``bool[C]``, excluded by a scorer or the rule) is scored against the real
+  Byzantine set by :func:`robustfl_jax.fl.metrics.detection_rates`.
+  """
+  honest = (~byzantine).astype(jnp.float32)
+  return {
+      "train_loss": jnp.sum(jnp.where(byzantine, 0.0, losses))
+                    / jnp.maximum(jnp.sum(honest), 1.0),
+      "update_norm": jnp.linalg.norm(aggregate),
+      "skipped": ~finite,
+      "num_rejected": jnp.sum(flagged).astype(jnp.int32),
+      "num_nonfinite": num_nonfinite,
+      "flagged": flagged,
+      **detection_rates(flagged, byzantine),
+  }
 
 
 def make_round_fn(apply_fn: Callable, params_template: Any, *,
@@ -53,7 +98,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
                   attack: Optional[AttackFn] = None,
                   scorer: Optional[ScorerFn] = None,
                   client_momentum: float = 0.0,
-                  train_loss: Optional[Callable] = None) -> Callable:
+                  train_loss: Optional[Callable] = None,
+                  client_execution: str = "vmap") -> Callable:
   """Builds the (unjitted) pure round function.
 
   Args:
@@ -73,6 +119,11 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     client_momentum: ``beta`` in [0, 1); 0 disables client momentum.
     train_loss: the clients' local objective (see
       :data:`robustfl_jax.fl.local.TrainLoss`); cross-entropy when None.
+    client_execution: ``"vmap"`` trains all clients as one batched
+      computation; ``"map"`` runs them one after another inside the jitted
+      round (``lax.map``). Same results; ``"map"`` is the fast choice for
+      convolutional models on CPU, where per-client kernels turn vmapped
+      convolutions into grouped ones that XLA's CPU backend runs slowly.
 
   Returns:
     ``round_fn(state, data, key=None) -> (state, metrics)``; jit it (the
@@ -83,6 +134,9 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
   Raises:
     ValueError: if ``client_momentum`` is outside [0, 1).
   """
+  if client_execution not in CLIENT_EXECUTIONS:
+    raise ValueError(f"client.execution must be one of {CLIENT_EXECUTIONS}; "
+                     f"got {client_execution!r}.")
   if not 0.0 <= client_momentum < 1.0:
     raise ValueError(f"client.momentum must be in [0, 1); got "
                      f"{client_momentum}.")
@@ -101,8 +155,12 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     num_rows = data.y.shape[0]
     client_keys = jax.vmap(lambda i: jax.random.fold_in(train_key, i))(
         jnp.arange(num_rows))
-    result = jax.vmap(local_train, in_axes=(None, 0, 0, 0, 0))(
-        state.params, data.x, data.y, data.count, client_keys)
+    if client_execution == "map":
+      result = jax.lax.map(lambda a: local_train(state.params, *a),
+                           (data.x, data.y, data.count, client_keys))
+    else:
+      result = jax.vmap(local_train, in_axes=(None, 0, 0, 0, 0))(
+          state.params, data.x, data.y, data.count, client_keys)
     updates = result.delta[:num_clients]
     losses = result.loss[:num_clients]
     byzantine = data.byzantine[:num_clients]
@@ -112,7 +170,11 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       updates = client_momentum * client_state + (1.0 - client_momentum) * updates
       client_state = updates
 
-    if attack is not None:
+    if attack is not None and getattr(attack, "needs_global_params", False):
+      # Strategic adversaries that score models (validation_evading) need w.
+      updates = attack(attack_key, updates, byzantine, global_params=(
+          jax.flatten_util.ravel_pytree(state.params)[0]))
+    elif attack is not None:
       updates = attack(attack_key, updates, byzantine)
 
     mask = None
@@ -131,29 +193,10 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     if "selected" in info:
       flagged = flagged | ~info["selected"]
 
-    finite = jnp.all(jnp.isfinite(aggregate))
-    aggregate = jnp.where(finite, aggregate, 0.0)
-    grads = unravel(-aggregate.astype(jnp.float32))
-    server_updates, opt_state = server_optimizer.update(
-        grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, server_updates)
-    # An all-rejected or non-finite round must leave the model (and optimizer)
-    # exactly as it was.
-    keep = lambda new, old: jnp.where(finite, new, old)
-    new_params = jax.tree.map(keep, new_params, state.params)
-    opt_state = jax.tree.map(keep, opt_state, state.opt_state)
-
-    honest = (~byzantine).astype(jnp.float32)
-    metrics = {
-        "train_loss": jnp.sum(jnp.where(byzantine, 0.0, losses))
-                      / jnp.maximum(jnp.sum(honest), 1.0),
-        "update_norm": jnp.linalg.norm(aggregate),
-        "skipped": ~finite,
-        "num_rejected": jnp.sum(flagged).astype(jnp.int32),
-        "num_nonfinite": info["num_nonfinite"],
-        "flagged": flagged,
-        **detection_rates(flagged, byzantine),
-    }
+    new_params, opt_state, aggregate, finite = apply_aggregate(
+        server_optimizer, unravel, state.params, state.opt_state, aggregate)
+    metrics = round_metrics(losses, byzantine, aggregate, finite, flagged,
+                            info["num_nonfinite"])
     new_state = state.replace(params=new_params, opt_state=opt_state,
                               aggregator_state=agg_state,
                               client_state=client_state,

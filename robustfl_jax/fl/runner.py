@@ -175,6 +175,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           row[k] = _to_json(round_metrics[k])
         row["flagged_clients"] = np.flatnonzero(
             round_metrics["flagged"]).tolist()
+        if "factor_mean" in round_metrics:  # Romoa: who is being punished
+          row["factor_mean"] = _to_json(round_metrics["factor_mean"])
         row["time_s"] = round(now - t_start, 3)
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
@@ -216,6 +218,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
               "tpr", "fpr"):
     if key in final:
       summary[f"final_{key}"] = final[key]
+  # eval.attack_epsilon set: clean and PGD-20 robust accuracy of the final model.
+  from robustfl_jax.adversarial import evaluation as adversarial_eval  # pylint: disable=import-outside-toplevel
+  summary.update(adversarial_eval.summary_metrics(
+      config, exp.model.apply, state.params, exp.dataset.x_test,
+      exp.dataset.y_test))
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   if plot and rows:

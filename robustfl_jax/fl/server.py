@@ -75,7 +75,7 @@ def init_server_state(params: Any, server_optimizer: optax.GradientTransformatio
       aggregator_state=aggregator.init(flat),
       client_state=client_state,
       round=jnp.zeros((), jnp.int32),
-      key=jnp.asarray(key, jnp.uint32))
+      key=jnp.array(key, jnp.uint32))  # a copy: round functions donate state
 
 
 def params_sha256(params: Any) -> str:

@@ -2,6 +2,7 @@
 
 from robustfl_jax.models.cnn import RomoaCifarCNN, RomoaMnistCNN
 from robustfl_jax.models.efficientnet_lite import EfficientNetLite0
+from robustfl_jax.models.gan import ConditionalCritic, ConditionalGenerator
 from robustfl_jax.models.mlp import MLP
 from robustfl_jax.models.registry import MODELS, get, init_params, param_count
 from robustfl_jax.models.resnet import ResNet

@@ -11,6 +11,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from robustfl_jax.models.conv import Conv
+
 
 class RomoaMnistCNN(nn.Module):
   """Fig. 9: Conv(64,5)-Conv(64,5)-Dropout(.25)-Dense(128)-Dropout(.5)-Dense.
@@ -31,8 +33,8 @@ class RomoaMnistCNN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(jnp.float32)
-    x = nn.relu(nn.Conv(64, (5, 5), padding=self.padding)(x))
-    x = nn.relu(nn.Conv(64, (5, 5), padding=self.padding)(x))
+    x = nn.relu(Conv(64, (5, 5), padding=self.padding)(x))
+    x = nn.relu(Conv(64, (5, 5), padding=self.padding)(x))
     x = nn.Dropout(0.25, deterministic=not train)(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(128)(x))
@@ -57,7 +59,7 @@ class RomoaCifarCNN(nn.Module):
     x = x.astype(jnp.float32)
     for stage, (width, reps) in enumerate(((64, 2), (128, 3), (256, 3))):
       for _ in range(reps):
-        x = nn.relu(nn.Conv(width, (3, 3), padding="SAME")(x))
+        x = nn.relu(Conv(width, (3, 3), padding="SAME")(x))
       if min(x.shape[1:3]) >= 2 or stage == 0:
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     x = x.reshape((x.shape[0], -1))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from robustfl_jax.models.conv import Conv
+
 
 def _groups(width: int) -> int:
   return min(8, width)
@@ -28,13 +30,13 @@ class _Block(nn.Module):
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = nn.Conv(self.width, (3, 3), strides=self.stride, padding="SAME",
+    y = Conv(self.width, (3, 3), strides=self.stride, padding="SAME",
                 use_bias=False)(x)
     y = nn.relu(nn.GroupNorm(num_groups=_groups(self.width))(y))
-    y = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False)(y)
+    y = Conv(self.width, (3, 3), padding="SAME", use_bias=False)(y)
     y = nn.GroupNorm(num_groups=_groups(self.width))(y)
     if residual.shape != y.shape:
-      residual = nn.Conv(self.width, (1, 1), strides=self.stride,
+      residual = Conv(self.width, (1, 1), strides=self.stride,
                          use_bias=False)(residual)
       residual = nn.GroupNorm(num_groups=_groups(self.width))(residual)
     return nn.relu(y + residual)
@@ -67,7 +69,7 @@ class ResNet(nn.Module):
                        f"{self.depth}.")
     blocks = (self.depth - 2) // 6
     x = x.astype(jnp.float32)
-    x = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=False)(x)
+    x = Conv(self.width, (3, 3), padding="SAME", use_bias=False)(x)
     x = nn.relu(nn.GroupNorm(num_groups=_groups(self.width))(x))
     for stage in range(3):
       for b in range(blocks):

@@ -1,0 +1,183 @@
+"""Targeted model poisoning (TPA) of Bhagoji et al., as used by Romoa.
+
+The adversary wants samples of a ``source`` class classified as ``target``
+(Romoa: digit 6 -> 3). It holds an auxiliary set ``x_aux`` of source-class
+samples (Bhagoji et al.'s auxiliary data; here taken from the training set),
+labelled ``target``. Two variants:
+
+* *explicit boosting* (:func:`targeted_objective` + :func:`boost`): the
+  Byzantine client trains on the malicious objective, cross-entropy of
+  ``(x_aux, target)`` (plus ``benign_weight`` times the loss on its own data),
+  and uploads its update scaled by ``boost`` = the number of clients, so that
+  averaging with ``1/n`` weights does not dilute it;
+* *alternating minimisation* (:func:`make_alternating_minimization`): every
+  local epoch the malicious objective is minimised and its update boosted,
+  then the *stealth* objective -- the loss on the client's own (benign) data
+  plus ``rho * ||theta - (theta_0 + delta_ben)||^2``, the distance to the
+  estimated benign model -- is minimised from the boosted point.
+
+The estimate ``delta_ben`` of the benign update is the adversary's own
+benign training update from the same start (Bhagoji et al. use the previous
+global update; the own-data estimate needs no server state and is a
+documented choice).
+
+Romoa's stealth factor ``alpha`` mixes the boosted upload with the honest one
+(:func:`robustfl_jax.attacks.stealth`).
+
+References:
+  Bhagoji, A. N., Chakraborty, S., Mittal, P., Calo, S.: Analyzing federated
+  learning through an adversarial lens. ICML (2019), Sec. 3-4.
+  Mao, Y. et al.: Romoa. ESORICS (2021), Sec. 2.2 (TPA, eq. 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from robustfl_jax.attacks import _common
+
+Array = jax.Array
+
+
+def _masked_ce(logits, labels, mask):
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  w = mask.astype(logits.dtype)
+  return jnp.sum(losses * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def auxiliary_set(x_train: np.ndarray, y_train: np.ndarray, source: int,
+                  size: int = 10, seed: int = 0) -> np.ndarray:
+  """``size`` training samples of class ``source`` (the adversary's aux data).
+
+  Raises:
+    ValueError: if the class has no sample or ``size < 1``.
+  """
+  if size < 1:
+    raise ValueError(f"attack.aux_size must be >= 1; got {size}.")
+  idx = np.flatnonzero(np.asarray(y_train) == source)
+  if idx.size == 0:
+    raise ValueError(f"attack.source={source} has no training sample.")
+  rng = np.random.default_rng([seed, 0x7A9])
+  idx = rng.permutation(idx)[:size]
+  return np.asarray(x_train)[np.sort(idx)]
+
+
+def targeted_objective(x_aux: Any, target: int, *, benign_weight: float = 0.0
+                       ) -> Callable[..., Array]:
+  """The TPA local objective, a ``train_loss`` for local training.
+
+  ``aux`` is the client's Byzantine flag: honest clients minimise the usual
+  cross-entropy on their data; Byzantine ones minimise
+  ``CE(x_aux, target) + benign_weight * CE(own data)``.
+
+  Args:
+    x_aux: ``[r, ...]`` auxiliary source-class inputs.
+    target: the label they should receive.
+    benign_weight: >= 0, weight of the benign loss (0: Bhagoji's explicit
+      boosting objective).
+
+  Returns:
+    ``train_loss(logits_fn, params, x, y, mask, key, aux) -> scalar``.
+  """
+  if not benign_weight >= 0:
+    raise ValueError(f"attack.benign_weight must be >= 0; got {benign_weight}.")
+  x_aux = jnp.asarray(x_aux, jnp.float32)
+  y_aux = jnp.full((x_aux.shape[0],), target, jnp.int32)
+
+  def loss(logits_fn, params, x, y, mask, key, aux=None):
+    del key
+    benign = _masked_ce(logits_fn(params, x), y, mask)
+    if aux is None:
+      return benign
+    malicious = _masked_ce(logits_fn(params, x_aux), y_aux,
+                           jnp.ones(y_aux.shape, bool))
+    return jnp.where(aux, malicious + benign_weight * benign, benign)
+
+  return loss
+
+
+def boost(key: Array, updates: Array, byzantine_mask: Array,
+          factor: Any = 10.0) -> Array:
+  """Explicit boosting: Byzantine rows become ``factor * u`` (factor = n).
+
+  The update-side half of TPA (Bhagoji et al.'s ``lambda = 1 / alpha_m``,
+  the number of clients for equal weights).
+  """
+  del key
+  updates, byzantine_mask = _common.check_inputs("boost", updates,
+                                                 byzantine_mask)
+  ct = _common.compute_dtype(updates.dtype)
+  return _common.replace_rows(updates, byzantine_mask,
+                              updates.astype(ct) * jnp.asarray(factor, ct))
+
+
+def make_alternating_minimization(local_train_factory: Callable, *,
+                                  x_aux: Any, target: int, boost_factor: float,
+                                  rho: float = 1e-2, epochs: int = 1,
+                                  malicious_steps: int = 1) -> Callable:
+  """Bhagoji et al.'s alternating-minimisation TPA as a local-train function.
+
+  Args:
+    local_train_factory: ``factory(train_loss, max_examples, batch_size,
+      local_epochs) -> local_train`` building
+      :func:`robustfl_jax.fl.local.make_local_train` with the run's model and
+      optimizer (the caller binds those).
+    x_aux: ``[r, ...]`` auxiliary source-class inputs.
+    target: their adversarial label.
+    boost_factor: ``lambda`` applied to each malicious step's update.
+    rho: weight of the distance-to-benign term (> 0).
+    epochs: static number of alternations.
+    malicious_steps: static local epochs on the malicious objective per
+      alternation (full-batch on ``x_aux``).
+
+  Returns:
+    ``local_train(params, x, y, count, key, aux=None) -> LocalResult`` whose
+    ``delta`` already contains the boosted malicious part.
+
+  Raises:
+    ValueError: bad ``rho``, ``epochs`` or ``malicious_steps``.
+  """
+  if not rho > 0:
+    raise ValueError(f"attack.rho must be > 0; got {rho}.")
+  epochs = _common.static_int("tpa_am", "epochs", epochs, minimum=1)
+  malicious_steps = _common.static_int("tpa_am", "malicious_steps",
+                                       malicious_steps, minimum=1)
+  x_aux = jnp.asarray(x_aux, jnp.float32)
+  r = x_aux.shape[0]
+  y_aux = jnp.full((r,), target, jnp.int32)
+  malicious_train = local_train_factory(None, r, r, malicious_steps)
+  benign_train = local_train_factory(None, None, None, None)
+
+  def stealth_loss(logits_fn, params, x, y, mask, key, aux):
+    del key
+    flat, _ = jax.flatten_util.ravel_pytree(params)
+    return (_masked_ce(logits_fn(params, x), y, mask)
+            + rho * jnp.sum(jnp.square(flat - aux)))
+
+  stealth_train = local_train_factory(stealth_loss, None, None, None)
+
+  def local_train(params, x, y, count, key, aux=None):
+    del aux
+    start, unravel = jax.flatten_util.ravel_pytree(params)
+    keys = jax.random.split(key, 2 * epochs + 1)
+    benign = benign_train(params, x, y, count, keys[0])
+    anchor = start + benign.delta
+    p = start
+    loss = jnp.zeros(())
+    steps = jnp.zeros((), jnp.int32)
+    for e in range(epochs):
+      mal = malicious_train(unravel(p), x_aux, y_aux, r, keys[1 + 2 * e])
+      p = p + boost_factor * mal.delta
+      stealth = stealth_train(unravel(p), x, y, count, keys[2 + 2 * e], anchor)
+      p = p + stealth.delta
+      loss = stealth.loss
+      steps = steps + mal.num_steps + stealth.num_steps
+    return benign._replace(delta=p - start, loss=loss, num_steps=steps)
+
+  return local_train

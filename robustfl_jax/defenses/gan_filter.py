@@ -1,0 +1,196 @@
+"""The GAN validation filter: score each client's model on synthetic data.
+
+The server trains a class-conditional WGAN-GP generator
+(:mod:`robustfl_jax.defenses.wgan_gp`) on a small sample of real data the
+clients share (0.5% of the training data in the seed). Each round it draws a
+balanced synthetic validation set, evaluates every client's submitted model
+(global parameters + update) on it and keeps the clients whose accuracy passes
+a threshold rule; the kept updates are averaged (FedAvg over the kept
+clients, as in the seed).
+
+Threshold rules (the seed does not fix one; all three are offered, tested):
+
+* ``"fixed"``: keep accuracy >= ``threshold``.
+* ``"median"``: keep accuracy >= median(valid accuracies) - ``margin``.
+* ``"global"``: keep accuracy >= (the global model's accuracy) - ``margin``:
+  an update may not make the model worse on the validation data (RONI,
+  reject on negative influence, Nelson et al. 2008, on synthetic data).
+* ``"two_cluster"``: split the sorted valid accuracies into the two groups of
+  least within-group squared error (exact 1-D 2-means) and keep the upper
+  group; if the two group means differ by less than ``margin`` the scores are
+  one cluster and every valid client is kept.
+
+Guarantees: a kept update's model reaches the rule's accuracy on the
+synthetic set; rows that are non-finite or masked are never kept; with no
+kept row the aggregate is zeros (the model is unchanged).
+
+Edge cases: all accuracies equal: all kept under ``"median"`` and
+``"two_cluster"``. The filter knows nothing about the clients' data: a client
+whose data covers few classes submits a model that fails the (balanced)
+synthetic validation set and is excluded although honest -- the conflict of
+arXiv:2402.13700, measured by ``scripts/conflict.py``.
+
+References:
+  Usama et al., arXiv:2503.20884 (the seed): filtering clients by their
+  accuracy on WGAN-GP-generated data.
+  On the Conflict of Robustness and Learning in Collaborative Machine
+  Learning, arXiv:2402.13700 (behaviour-based aggregators).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+
+from robustfl_jax.aggregators._base import Aggregator, EmptyState
+from robustfl_jax.defenses import wgan_gp
+from robustfl_jax.defenses._probe import (BehaviourProbe, accuracy_of, finite_rows,
+                                        round_context)
+
+Array = jax.Array
+THRESHOLD_RULES = ("fixed", "median", "global", "two_cluster")
+
+
+def accept_by_rule(scores: Array, valid: Array, rule: str,
+                   threshold: float = 0.5, margin: float = 0.1,
+                   global_score: Array | float = 0.0) -> Array:
+  """``bool[n]``: rows kept by the threshold ``rule`` (see the module doc).
+
+  ``global_score`` is the global model's accuracy (rule ``"global"``).
+  """
+  if rule == "fixed":
+    return valid & (scores >= threshold)
+  if rule == "global":
+    return valid & (scores >= global_score - margin)
+  n = scores.shape[0]
+  k = jnp.sum(valid)
+  if rule == "median":
+    # Median of the valid scores: invalid ones sorted to the end.
+    s = jnp.sort(jnp.where(valid, scores, jnp.inf))
+    lo = s[jnp.maximum((k - 1) // 2, 0)]
+    hi = s[jnp.maximum(k // 2, 0)]
+    median = (lo + hi) / 2
+    return valid & (scores >= median - margin)
+  if rule == "two_cluster":
+    s = jnp.sort(jnp.where(valid, scores, jnp.inf))
+    s0 = jnp.where(jnp.arange(n) < k, s, 0.0)
+    csum, csq = jnp.cumsum(s0), jnp.cumsum(s0 * s0)
+    tot, tot_sq = csum[-1], csq[-1]
+    i = jnp.arange(1, n + 1).astype(jnp.float32)  # size of the lower group
+    lower_sum, lower_sq = csum, csq
+    upper_n = k - i
+    ok = upper_n >= 1
+    upper_sum, upper_sq = tot - lower_sum, tot_sq - lower_sq
+    sse = (lower_sq - lower_sum ** 2 / i
+           + upper_sq - upper_sum ** 2 / jnp.where(ok, upper_n, 1))
+    sse = jnp.where(ok, sse, jnp.inf)
+    best = jnp.argmin(sse)
+    gap = (upper_sum[best] / jnp.maximum(upper_n[best], 1)
+           - lower_sum[best] / i[best])
+    cut = s[jnp.minimum(best + 1, n - 1)]
+    split = jnp.any(ok) & (gap >= margin)
+    return valid & jnp.where(split, scores >= cut, True)
+  raise ValueError(f"aggregator.threshold_rule={rule!r} is not known; choose "
+                   f"one of {THRESHOLD_RULES}.")
+
+
+def check_rule(rule: str, threshold: float, margin: float) -> None:
+  """Eager validation, with errors naming the config fields."""
+  if rule not in THRESHOLD_RULES:
+    raise ValueError(f"aggregator.threshold_rule={rule!r} is not known; choose "
+                     f"one of {THRESHOLD_RULES}.")
+  if not 0.0 <= threshold <= 1.0:
+    raise ValueError(f"aggregator.threshold={threshold} must be an accuracy "
+                     "in [0, 1].")
+  if not margin >= 0.0:
+    raise ValueError(f"aggregator.margin={margin} must be >= 0.")
+
+
+def gan_filter_probe(apply_fn: Callable, params_template: Any,
+                     gan: wgan_gp.GANResult, *, per_class: int = 20,
+                     rule: str = "median", threshold: float = 0.5,
+                     margin: float = 0.1) -> BehaviourProbe:
+  """Synthetic validation accuracy of each client model, as a probe.
+
+  ``reference(global_params, key)`` draws ``per_class`` synthetic samples of
+  every class (and scores the global model on them); ``score`` is each
+  model's accuracy on them; ``accept`` applies the threshold rule.
+  """
+  check_rule(rule, threshold, margin)
+  if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+    raise ValueError(f"aggregator.validation_per_class={per_class!r} must be "
+                     "an int >= 1.")
+  _, unravel = jax.flatten_util.ravel_pytree(params_template)
+  labels = wgan_gp.balanced_labels(gan.num_classes, per_class)
+  gen_params = gan.generator_params
+
+  def reference(global_params, key):
+    x = wgan_gp.sample(gan, key, labels, gen_params)
+    return x, labels, accuracy_of(apply_fn, unravel, global_params, x, labels)
+
+  def score(ref, global_params, updates):
+    x, y, _ = ref
+    return jax.vmap(lambda u: accuracy_of(apply_fn, unravel,
+                                          global_params + u, x, y))(updates)
+
+  def accept(ref, scores, valid):
+    return accept_by_rule(scores, valid, rule, threshold, margin, ref[2])
+
+  return BehaviourProbe(reference, score, accept)
+
+
+def gan_filter(apply_fn: Callable, params_template: Any,
+               gan: wgan_gp.GANResult, *, per_class: int = 20,
+               rule: str = "median", threshold: float = 0.5,
+               margin: float = 0.1) -> Aggregator:
+  """The filter as an ``Aggregator`` that reads ``global_params`` from the context.
+
+  Args:
+    apply_fn: the model's flax ``apply``.
+    params_template: example parameters (fixes the flattening).
+    gan: a trained generator (:func:`robustfl_jax.defenses.train_gan`).
+    per_class: synthetic validation samples per class each round.
+    rule: ``"fixed"``, ``"median"``, ``"global"`` or ``"two_cluster"``.
+    threshold: accuracy threshold of ``"fixed"``.
+    margin: slack of ``"median"`` and ``"global"``, minimum cluster gap of
+      ``"two_cluster"``.
+
+  Returns:
+    ``Aggregator(init, update)``; ``update(updates, state, *, key, mask=None,
+    global_params, **context) -> (mean of kept rows, state, info)`` with
+    ``info`` holding ``scores`` (synthetic accuracy per client), ``selected``
+    (kept), ``rejected`` (masked or non-finite), ``weights``.
+
+  Raises:
+    ValueError: an unknown rule or out-of-range settings (naming the
+      ``aggregator.*`` field); at round time, a missing ``global_params``.
+  """
+  probe = gan_filter_probe(apply_fn, params_template, gan, per_class=per_class,
+                           rule=rule, threshold=threshold, margin=margin)
+
+  def init(params):
+    del params
+    return EmptyState()
+
+  def update(updates, state, *, key=None, mask=None, global_params=None,
+             **context):
+    del context
+    key = round_context("gan_filter", global_params, key)
+    finite, valid = finite_rows(updates, mask)
+    rows = jnp.where(valid[:, None], updates, 0)
+    ref = probe.reference(global_params, key)
+    scores = jnp.where(valid, probe.score(ref, global_params, rows), 0.0)
+    kept = probe.accept(ref, scores, valid)
+    count = jnp.sum(kept)
+    weights = kept.astype(jnp.float32) / jnp.maximum(count, 1)
+    aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
+    info = {"scores": scores, "selected": kept, "weights": weights,
+            "rejected": ~valid, "num_rejected": jnp.sum(~valid).astype(jnp.int32),
+            "num_nonfinite": jnp.sum(~finite).astype(jnp.int32),
+            "global_score": ref[2]}
+    return aggregate, state, info
+
+  return Aggregator(init, update)

@@ -1,0 +1,129 @@
+"""The GAN validation filter: threshold rules, scores, kept rows, config checks."""
+
+import functools
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustfl_jax import defenses
+from robustfl_jax.fl import config as config_lib
+from robustfl_jax.fl import experiment
+from robustfl_jax.models import MLP
+from robustfl_jax.models.gan import ConditionalGenerator
+
+
+def _rule(rule, scores, valid=None, **kw):
+  scores = jnp.asarray(scores, jnp.float32)
+  valid = jnp.ones(scores.shape, bool) if valid is None else jnp.asarray(valid)
+  fn = jax.jit(functools.partial(defenses.accept_by_rule, rule=rule, **kw))
+  return np.asarray(fn(scores, valid))
+
+
+def test_fixed_and_global_rules():
+  s = [0.9, 0.5, 0.49, 0.1]
+  assert _rule("fixed", s, threshold=0.5).tolist() == [True, True, False, False]
+  kept = _rule("global", s, margin=0.05, global_score=0.55)
+  assert kept.tolist() == [True, True, False, False]
+
+
+def test_median_rule_ignores_invalid_rows():
+  s = [0.9, 0.8, 0.7, 0.2, 0.0]
+  valid = [True, True, True, True, False]
+  # median of the 4 valid scores = 0.75; margin 0.1 keeps >= 0.65.
+  assert _rule("median", s, valid, margin=0.1).tolist() == [True, True, True, False, False]
+
+
+def test_two_cluster_rule_keeps_the_upper_cluster_or_everyone():
+  s = [0.9, 0.88, 0.2, 0.91, 0.25]
+  assert _rule("two_cluster", s, margin=0.1).tolist() == [True, True, False, True, False]
+  assert _rule("two_cluster", [0.5] * 5, margin=0.1).all()
+  # Two groups closer than the margin are one cluster.
+  assert _rule("two_cluster", [0.9, 0.88, 0.86, 0.84], margin=0.1).all()
+
+
+def _setup():
+  model = MLP(hidden=(6,), num_classes=3)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))["params"]
+  gen = ConditionalGenerator(output_shape=(4,), num_classes=3, hidden=(8,))
+  gparams = gen.init(jax.random.PRNGKey(1), jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))["params"]
+  gan = defenses.GANResult(gen, gparams, None, jnp.zeros((0, 2)), 2, 3)
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  return model, params, gan, flat, unravel
+
+
+def _constant_class_update(params, cls):
+  """An update that makes the model predict ``cls`` everywhere."""
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  zeros["Dense_1"]["bias"] = zeros["Dense_1"]["bias"].at[cls].set(1e3)
+  return jax.flatten_util.ravel_pytree(zeros)[0]
+
+
+def test_scores_are_the_accuracies_on_the_synthetic_set():
+  model, params, gan, flat, unravel = _setup()
+  probe = defenses.gan_filter_probe(model.apply, params, gan, per_class=5, rule="fixed")
+  rng = np.random.default_rng(0)
+  updates = jnp.asarray(rng.normal(size=(3, flat.shape[0])), jnp.float32)
+
+  @jax.jit
+  def run(flat, updates, key):
+    ref = probe.reference(flat, key)
+    return ref, probe.score(ref, flat, updates)
+
+  (x, y, global_score), scores = run(flat, updates, jax.random.PRNGKey(2))
+  assert x.shape == (15, 4) and np.bincount(np.asarray(y)).tolist() == [5, 5, 5]
+  x, y = np.asarray(x, np.float64), np.asarray(y)
+
+  def accuracy(p):  # the MLP in numpy
+    h = np.maximum(x @ np.asarray(p["Dense_0"]["kernel"]) + np.asarray(p["Dense_0"]["bias"]), 0)
+    logits = h @ np.asarray(p["Dense_1"]["kernel"]) + np.asarray(p["Dense_1"]["bias"])
+    return float(np.mean(np.argmax(logits, -1) == y))
+
+  for i in range(3):
+    assert float(scores[i]) == pytest.approx(accuracy(unravel(flat + updates[i])))
+  assert float(global_score) == pytest.approx(accuracy(params))
+
+
+@pytest.mark.parametrize("threshold,kept", [(0.3, [True, True, False]),
+                                            (0.34, [False, False, False])])
+def test_filter_keeps_rows_above_the_threshold_and_never_nan(threshold, kept):
+  model, params, gan, flat, _ = _setup()
+  agg = defenses.gan_filter(model.apply, params, gan, per_class=4, rule="fixed",
+                            threshold=threshold)
+  u0, u1 = _constant_class_update(params, 0), _constant_class_update(params, 1)
+  updates = jnp.stack([u0, u1, jnp.full_like(u0, jnp.nan)])
+  out, _, info = jax.jit(agg.update)(updates, agg.init(flat), key=jax.random.PRNGKey(0),
+                                     global_params=flat)
+  # A constant prediction is right on exactly one class in three.
+  np.testing.assert_allclose(info["scores"], [1 / 3, 1 / 3, 0.0], atol=1e-6)
+  assert np.asarray(info["selected"]).tolist() == kept
+  assert np.all(np.isfinite(out))
+  expected = (u0 + u1) / 2 if kept[0] else jnp.zeros_like(u0)
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+  assert int(info["num_nonfinite"]) == 1
+
+
+def test_bad_settings_name_the_config_field():
+  model, params, gan, _, _ = _setup()
+  with pytest.raises(ValueError, match="aggregator.threshold_rule"):
+    defenses.gan_filter(model.apply, params, gan, rule="mode")
+  with pytest.raises(ValueError, match="aggregator.threshold"):
+    defenses.gan_filter(model.apply, params, gan, rule="fixed", threshold=1.5)
+  with pytest.raises(ValueError, match="aggregator.validation_per_class"):
+    defenses.gan_filter(model.apply, params, gan, per_class=0)
+
+
+def test_experiment_config_accepts_the_defences_and_checks_their_fields():
+  config = config_lib.default_config()
+  for name in ("fltrust", "gan_filter"):
+    config.aggregator.name = name
+    experiment.validate_config(config)
+  config.aggregator.shared_fraction = 0.0
+  with pytest.raises(ValueError, match="aggregator.shared_fraction"):
+    experiment.validate_config(config)
+  config.aggregator.name = "fltrust"
+  config.aggregator.root_size = 0
+  with pytest.raises(ValueError, match="aggregator.root_size"):
+    experiment.validate_config(config)

@@ -1,0 +1,211 @@
+"""Romoa's asynchronous protocol (robustfl_jax/fl/async_protocol.py)."""
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from robustfl_jax import aggregators, attacks
+from robustfl_jax.aggregators import _base
+from robustfl_jax.checkpoint import Checkpointer
+from robustfl_jax.fl import async_protocol, config as config_lib, experiment
+from robustfl_jax.fl import runner
+from robustfl_jax.fl.server import FederatedData, params_sha256
+
+
+def _fed(client_data, num_byzantine=0):
+  n = client_data.y.shape[0]
+  byz = np.zeros(n, bool)
+  byz[:num_byzantine] = True
+  return FederatedData(jnp.asarray(client_data.x), jnp.asarray(client_data.y),
+                       jnp.asarray(client_data.count), jnp.asarray(byz))
+
+
+def _round(problem, aggregator, **kw):
+  _, client_data, model, params = problem
+  n = client_data.y.shape[0]
+  opts = dict(client_optimizer=optax.sgd(0.1), server_optimizer=optax.sgd(1.0),
+              aggregator=aggregator, num_clients=n,
+              max_examples=client_data.max_examples, batch_size=32)
+  opts.update(kw)
+  fn = async_protocol.make_async_round_fn(model.apply, params, **opts)
+  state = async_protocol.init_async_state(params, opts["server_optimizer"],
+                                          aggregator, n, jax.random.PRNGKey(1))
+  return jax.jit(fn), state
+
+
+def test_moving_rate_and_global_is_the_mean_of_local_models(tiny_problem):
+  _, client_data, _, params = tiny_problem
+  data = _fed(client_data)
+  mean = aggregators.get("mean")
+  out = {}
+  for gamma in (0.5, 0.25):
+    fn, state = _round(tiny_problem, mean, tau=1, moving_rate=gamma,
+                       lookahead=False)
+    out[gamma] = fn(state, data)[0]
+  bar = jax.flatten_util.ravel_pytree(out[0.5].params)[0]
+  # Same training, same aggregate whatever gamma is.
+  np.testing.assert_array_equal(
+      bar, jax.flatten_util.ravel_pytree(out[0.25].params)[0])
+  # theta_i <- theta_i - gamma (theta_i - theta_bar): the offsets from the
+  # global scale with (1 - gamma).
+  off_half = np.asarray(out[0.5].client_state - bar)
+  off_quarter = np.asarray(out[0.25].client_state - bar)
+  np.testing.assert_allclose(off_half, off_quarter * (0.5 / 0.75), atol=1e-6)
+  assert np.abs(off_half).max() > 1e-4  # local models really differ
+  # With tau = 1 and the mean, the global model is the mean of local models.
+  np.testing.assert_allclose(out[0.5].client_state.mean(0), bar, atol=1e-6)
+  flat0 = jax.flatten_util.ravel_pytree(params)[0]
+  assert out[0.5].client_state.shape == (client_data.y.shape[0], flat0.size)
+
+
+def _counting_aggregator():
+  def init(_):
+    return (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+  def update(updates, state, *, key=None, mask=None, lookahead_step=None,
+             **context):
+    del key, mask, context
+    valid = _base.valid_rows(updates)
+    info = _base.base_info(valid, valid)
+    return (jnp.mean(updates, 0),
+            (state[0] + 1, state[1] + jnp.asarray(lookahead_step)), info)
+
+  return _base.Aggregator(init, update)
+
+
+@pytest.mark.parametrize("lookahead", [True, False])
+def test_lookahead_rule_sees_every_step_and_sync_rule_only_the_last(
+    tiny_problem, lookahead):
+  _, client_data, _, _ = tiny_problem
+  fn, state = _round(tiny_problem, _counting_aggregator(), tau=3,
+                     moving_rate=0.5, lookahead=lookahead)
+  state, _ = fn(state, _fed(client_data))
+  calls, steps = (int(x) for x in state.aggregator_state)
+  assert (calls, steps) == ((3, 1 + 2 + 3) if lookahead else (1, 3))
+  assert int(state.round) == 1
+
+
+def _naive_mean():
+  """A non-robust mean that lets NaN through (to test the round's guard)."""
+  def update(updates, state, **context):
+    del context
+    valid = jnp.ones(updates.shape[0], bool)
+    return jnp.mean(updates, 0), state, _base.base_info(valid, valid)
+  return _base.Aggregator(lambda _: (), update)
+
+
+def test_non_finite_uploads_never_reach_any_model(tiny_problem):
+  _, client_data, _, params = tiny_problem
+  attack = attacks.get("non_finite")
+  fn, state = _round(tiny_problem, _naive_mean(), tau=2, moving_rate=0.5,
+                     lookahead=False, attack=attack)
+  new, metrics = fn(state, _fed(client_data, num_byzantine=2))
+  assert bool(metrics["skipped"])
+  for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+  assert bool(jnp.all(jnp.isfinite(new.client_state)))
+  # The library's rules drop the rows and the round goes on.
+  fn, state = _round(tiny_problem, aggregators.get("mean"), tau=2,
+                     moving_rate=0.5, lookahead=False, attack=attack)
+  new, metrics = fn(state, _fed(client_data, num_byzantine=2))
+  assert not bool(metrics["skipped"]) and int(metrics["num_nonfinite"]) == 2
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new))
+
+
+def test_checkpoint_restore_resumes_bit_identically(tiny_problem, tmp_path):
+  _, client_data, _, _ = tiny_problem
+  agg = aggregators.get("romoa", num_clients=6)
+  fn, state0 = _round(tiny_problem, agg, tau=2, moving_rate=0.3)
+  data = _fed(client_data, num_byzantine=1)
+  host0 = jax.device_get(state0)
+  fresh = lambda: jax.tree.map(jnp.asarray, host0)
+  straight = fresh()
+  for _ in range(2):
+    straight, _ = fn(straight, data)
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  half, _ = fn(fresh(), data)
+  ckpt.save(1, half)
+  restored, step = ckpt.restore_latest(fresh())
+  ckpt.close()
+  assert step == 1
+  np.testing.assert_array_equal(restored.client_state, half.client_state)
+  resumed, _ = fn(restored, data)
+  assert params_sha256(resumed.params) == params_sha256(straight.params)
+  np.testing.assert_array_equal(resumed.client_state, straight.client_state)
+  np.testing.assert_array_equal(resumed.aggregator_state.factors,
+                                straight.aggregator_state.factors)
+
+
+def _config(**overrides):
+  config = config_lib.default_config()
+  config.num_clients = 10
+  config.num_rounds = 3
+  config.eval_every = 3
+  config.model.hidden = (8,)
+  config.client.learning_rate = 0.1
+  config.protocol = "romoa_async"
+  config.romoa.tau = 2
+  config.aggregator.name = "romoa"
+  for key, value in overrides.items():
+    section = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+      section = section[p]
+    section[parts[-1]] = value
+  return config
+
+
+def test_romoa_factors_punish_a_scaling_attacker_within_a_few_rounds():
+  config = _config(**{"attack.name": "scaling", "attack.num_byzantine": 1,
+                      "attack.factor": 100.0})
+  exp = experiment.build_experiment(config)
+  state = exp.init_state()
+  n, tau = config.num_clients, config.romoa.tau
+  for r in range(3):
+    state, metrics = exp.round_fn(state, exp.data)
+    factors = np.asarray(metrics["factor_mean"])
+    # Its softmax share is ~0 at every lookahead step, so eq. 11 halves its
+    # factor each step: F = (1 - beta)^t / n after t steps (the fastest
+    # punishment eq. 11 allows), while honest clients keep theirs.
+    bound = 0.5 ** (tau * (r + 1)) / n
+    assert bound * 0.9 < factors[0] < bound * 1.1, (r, factors)
+    assert factors[0] == factors.min()
+    assert np.median(factors[1:]) > 3 * factors[0]
+
+
+def test_config_wiring_validation_and_train_script_path(tmp_path):
+  with pytest.raises(ValueError, match="protocol"):
+    experiment.validate_config(_config(protocol="lockstep"))
+  with pytest.raises(ValueError, match="romoa.tau"):
+    experiment.validate_config(_config(**{"romoa.tau": 0}))
+  with pytest.raises(ValueError, match="romoa.gamma"):
+    experiment.validate_config(_config(**{"romoa.gamma": 1.5}))
+  with pytest.raises(ValueError, match="romoa.beta"):
+    experiment.validate_config(_config(**{"romoa.beta": 2.0}))
+  with pytest.raises(ValueError, match="protocol='romoa_async'"):
+    experiment.validate_config(_config(protocol="sync", **{
+        "attack.name": "tpa", "attack.num_byzantine": 1}))
+  assert async_protocol.moving_rate_from_config(_config()) == 0.1
+  # scripts/train.py's loop runs the asynchronous protocol end to end.
+  config = _config(**{"aggregator.name": "mean", "num_rounds": 3,
+                      "eval_every": 1, "checkpoint_every": 1,
+                      "client.learning_rate": 0.5})
+  summary = runner.train(config, str(tmp_path / "run"), log=lambda _: None,
+                         plot=False)
+  assert summary["rounds_completed"] == 3
+  assert summary["final_test_accuracy"] > 0.4  # chance is 0.1
+
+
+def test_rfa_baseline_uses_rfa_reference_settings():
+  updates = jax.random.normal(jax.random.PRNGKey(0), (7, 5)).at[0].mul(50.0)
+  rfa = aggregators.get("rfa")
+  out, _, _ = rfa.update(updates, rfa.init(jnp.zeros(5)))
+  expect = aggregators.geometric_median(updates, max_iter=4, smoothing=1e-5,
+                                        ftol=1e-6)
+  np.testing.assert_allclose(out, expect, rtol=1e-6)
+  # More Weiszfeld steps move it: the 4-step budget is what RFA's code runs.
+  longer = aggregators.geometric_median(updates, max_iter=100)
+  assert float(jnp.abs(longer - expect).max()) > 1e-6
