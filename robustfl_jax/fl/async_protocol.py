@@ -257,6 +257,15 @@ def validate_config(config) -> None:
                      f"of {list(PROTOCOLS)}.")
   if protocol == "romoa_async":
     check_async_params(config.romoa.tau, moving_rate_from_config(config))
+    # Settings of the synchronous round that Algorithm 1 has no place for:
+    # refuse them rather than silently ignore them.
+    if config.client.momentum:
+      raise ValueError(f"client.momentum={config.client.momentum} is not "
+                       "supported with protocol='romoa_async' (clients keep "
+                       "their own models instead); set it to 0.")
+    if config.scorer.name != "none":
+      raise ValueError(f"scorer.name={config.scorer.name!r} is not supported "
+                       "with protocol='romoa_async'; set it to 'none'.")
   if config.attack.name in TPA_ATTACKS:
     if protocol != "romoa_async":
       raise ValueError(f"attack.name={config.attack.name!r} (targeted model "

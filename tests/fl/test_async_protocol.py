@@ -188,6 +188,10 @@ def test_config_wiring_validation_and_train_script_path(tmp_path):
   with pytest.raises(ValueError, match="protocol='romoa_async'"):
     experiment.validate_config(_config(protocol="sync", **{
         "attack.name": "tpa", "attack.num_byzantine": 1}))
+  with pytest.raises(ValueError, match="client.momentum"):
+    experiment.validate_config(_config(**{"client.momentum": 0.9}))
+  with pytest.raises(ValueError, match="scorer.name"):
+    experiment.validate_config(_config(**{"scorer.name": "zscore"}))
   assert async_protocol.moving_rate_from_config(_config()) == 0.1
   # scripts/train.py's loop runs the asynchronous protocol end to end.
   config = _config(**{"aggregator.name": "mean", "num_rounds": 3,
