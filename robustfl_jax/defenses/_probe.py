@@ -16,6 +16,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from robustfl_jax.aggregators import _base
+
 Array = jax.Array
 
 
@@ -46,13 +48,9 @@ def accuracy_of(apply_fn: Callable, unravel: Callable, flat_params: Array,
 
 def finite_rows(updates: Array, mask=None) -> tuple[Array, Array]:
   """``(finite bool[n], valid bool[n])``: finite rows, and those also in ``mask``."""
-  finite = jnp.all(jnp.isfinite(updates), axis=1)
-  if mask is None:
-    return finite, finite
-  mask = jnp.asarray(mask).astype(bool)
-  if mask.shape != finite.shape:
-    raise ValueError(f"mask must have shape [n]={finite.shape}; got {mask.shape}.")
-  return finite, finite & mask
+  finite = _base.valid_rows(updates)
+  mask = _base.check_mask(mask, updates.shape[0])
+  return finite, finite if mask is None else finite & mask
 
 
 def round_context(rule: str, global_params, key):

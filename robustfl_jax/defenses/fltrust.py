@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from robustfl_jax.aggregators import _base
 from robustfl_jax.aggregators._base import Aggregator, EmptyState, row_norms
 from robustfl_jax.defenses._probe import BehaviourProbe, finite_rows, round_context
 
@@ -74,8 +75,7 @@ def fltrust_aggregate(updates: Array, server_update: Array,
   weights = jnp.where(total > 0, trust / jnp.where(total > 0, total, 1), 0.0)
   aggregate = (weights * scale) @ rows
   info = {"trust": trust, "weights": weights, "selected": trust > 0,
-          "rejected": ~valid, "num_rejected": jnp.sum(~valid).astype(jnp.int32),
-          "num_nonfinite": jnp.sum(~finite).astype(jnp.int32)}
+          **_base.base_info(finite, valid)}
   return aggregate.astype(updates.dtype), info
 
 

@@ -45,6 +45,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 
+from robustfl_jax.aggregators import _base
 from robustfl_jax.aggregators._base import Aggregator, EmptyState
 from robustfl_jax.defenses import wgan_gp
 from robustfl_jax.defenses._probe import (BehaviourProbe, accuracy_of, finite_rows,
@@ -188,8 +189,7 @@ def gan_filter(apply_fn: Callable, params_template: Any,
     weights = kept.astype(jnp.float32) / jnp.maximum(count, 1)
     aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
     info = {"scores": scores, "selected": kept, "weights": weights,
-            "rejected": ~valid, "num_rejected": jnp.sum(~valid).astype(jnp.int32),
-            "num_nonfinite": jnp.sum(~finite).astype(jnp.int32),
+            **_base.base_info(finite, valid),
             "global_score": ref[2]}
     return aggregate, state, info
 

@@ -45,7 +45,7 @@ import optax
 
 from robustfl_jax.fl.local import make_local_train
 from robustfl_jax.fl.round import apply_aggregate, round_key, round_metrics
-from robustfl_jax.fl.server import FederatedData, ServerState
+from robustfl_jax.fl.server import FederatedData, ServerState, init_server_state
 
 Array = jax.Array
 
@@ -65,18 +65,15 @@ def init_async_state(params: Any, server_optimizer: optax.GradientTransformation
                      ) -> ServerState:
   """The state before round 0: every local model equals ``params``.
 
-  The state holds copies (a jitted round donates its state, and the caller
-  may start more runs from the same ``params``).
+  :func:`robustfl_jax.fl.server.init_server_state` (which copies ``params``
+  and ``key``, as a jitted round donates its state) with the local models as
+  the per-client state.
   """
-  flat, _ = jax.flatten_util.ravel_pytree(params)
-  flat = flat.astype(jnp.float32)
-  return ServerState(
-      params=jax.tree.map(jnp.copy, params),
-      opt_state=server_optimizer.init(params),
-      aggregator_state=aggregator.init(flat),
-      client_state=jnp.tile(flat[None, :], (num_clients, 1)),
-      round=jnp.zeros((), jnp.int32),
-      key=jnp.asarray(key, jnp.uint32))
+  state = init_server_state(params, server_optimizer, aggregator, num_clients,
+                            key)
+  flat, _ = jax.flatten_util.ravel_pytree(state.params)
+  return state.replace(client_state=jnp.tile(
+      flat.astype(jnp.float32)[None, :], (num_clients, 1)))
 
 
 def make_async_round_fn(apply_fn: Callable, params_template: Any, *,

@@ -20,7 +20,8 @@ from robustfl_jax import models as models_lib
 from robustfl_jax.fl import data_poisoning
 from robustfl_jax.fl.local import MODES, OPTIMIZERS, make_optimizer
 from robustfl_jax.fl.metrics import make_eval_fn
-from robustfl_jax.fl.round import make_round_fn
+from robustfl_jax.fl import async_protocol
+from robustfl_jax.fl.round import CLIENT_EXECUTIONS, make_round_fn
 from robustfl_jax.fl.server import FederatedData, ServerState, init_server_state
 
 SCORERS = ("none", "zscore", "robust_zscore")
@@ -81,7 +82,7 @@ def attack_names() -> list[str]:
   names = set(attacks.names()) if hasattr(attacks, "names") else set()
   names.discard("stealth")  # a wrapper: set attack.stealth instead
   names.add("distance_bounded")  # arXiv:2402.13700, against aggregator.name
-  names.update(("tpa", "tpa_am"))  # targeted model poisoning (async_protocol)
+  names.update(async_protocol.TPA_ATTACKS)  # targeted model poisoning
   return sorted(names) + list(data_poisoning.DATA_ATTACKS) + ["none"]
 
 
@@ -151,7 +152,6 @@ def build_aggregator(config: ml_collections.ConfigDict, params: Any = None):
   name = config.aggregator.name
   _check_choice("aggregator.name", name, aggregators.names())
   if name == "romoa":  # Romoa's fields are config.romoa.*; layers from params.
-    from robustfl_jax.fl import async_protocol  # pylint: disable=import-outside-toplevel
     return async_protocol.build_romoa(config, params)
   hp = aggregator_hparams(config)
   pre = tuple(config.aggregator.pre_aggregators)
@@ -183,7 +183,7 @@ def build_attack(config: ml_collections.ConfigDict):
   name = config.attack.name
   if name == "none":
     return None, None
-  if name in ("tpa", "tpa_am"):  # built by fl/async_protocol.py
+  if name in async_protocol.TPA_ATTACKS:  # built by fl/async_protocol.py
     return None, None
   if name in data_poisoning.DATA_ATTACKS:
     spec = data_poisoning.DataPoisoning(
@@ -272,7 +272,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check_choice("client.mode", config.client.mode, MODES)
   _check_choice("client.optimizer", config.client.optimizer, OPTIMIZERS)
   _check_choice("client.execution", config.client.execution,
-                ("auto", "vmap", "map"))
+                ("auto", *CLIENT_EXECUTIONS))
   _check_choice("server.optimizer", config.server.optimizer, OPTIMIZERS)
   for field in ("client.learning_rate", "server.learning_rate"):
     section, key = field.split(".")
@@ -314,7 +314,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     build_aggregator(config)
   from robustfl_jax.adversarial import training as adversarial_training  # pylint: disable=import-outside-toplevel
   adversarial_training.validate_config(config)
-  from robustfl_jax.fl import async_protocol  # pylint: disable=import-outside-toplevel
   async_protocol.validate_config(config)
 
 
@@ -410,7 +409,6 @@ def build_experiment(config: ml_collections.ConfigDict,
       client_execution=client_execution(config, mesh))
   async_init = None
   if config.get("protocol", "sync") == "romoa_async":
-    from robustfl_jax.fl import async_protocol  # pylint: disable=import-outside-toplevel
     round_fn, async_init = async_protocol.round_from_config(
         config, model=model, params=params, dataset=dataset,
         client_data=client_data, aggregator=aggregator,
@@ -424,7 +422,7 @@ def build_experiment(config: ml_collections.ConfigDict,
   fed = sharding.shard_federated_data(fed, mesh)
 
   targeted = backdoor = None
-  if config.attack.name in ("targeted_flip", "tpa", "tpa_am"):
+  if config.attack.name in ("targeted_flip", *async_protocol.TPA_ATTACKS):
     targeted = (int(config.attack.source), int(config.attack.target))
   if config.attack.name == "backdoor":
     backdoor = (int(config.attack.target), int(config.attack.trigger_size),
@@ -434,14 +432,14 @@ def build_experiment(config: ml_collections.ConfigDict,
                          backdoor=backdoor)
 
   def init_state() -> ServerState:
-    # round_fn donates its state: hand every run fresh copies of the initial
-    # parameters so that an Experiment can start any number of runs.
-    state = init_server_state(jax.tree.map(jax.numpy.copy, params), server_opt,
-                              aggregator,
-                              config.num_clients, state_key,
-                              config.client.momentum)
+    # Fresh copies each call (init_server_state copies): round_fn donates its
+    # state, and an Experiment can start any number of runs.
     if async_init is not None:
       state = async_init(state_key)
+    else:
+      state = init_server_state(params, server_opt, aggregator,
+                                config.num_clients, state_key,
+                                config.client.momentum)
     return sharding.replicate(state, mesh)
 
   return Experiment(

@@ -170,10 +170,12 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       updates = client_momentum * client_state + (1.0 - client_momentum) * updates
       client_state = updates
 
+    # Behaviour-based rules (FLTrust, validation filters) and the adversaries
+    # that evade them read the global parameters the updates are relative to;
+    # distance rules and plain attacks ignore them.
+    global_flat, _ = jax.flatten_util.ravel_pytree(state.params)
     if attack is not None and getattr(attack, "needs_global_params", False):
-      # Strategic adversaries that score models (validation_evading) need w.
-      updates = attack(attack_key, updates, byzantine, global_params=(
-          jax.flatten_util.ravel_pytree(state.params)[0]))
+      updates = attack(attack_key, updates, byzantine, global_params=global_flat)
     elif attack is not None:
       updates = attack(attack_key, updates, byzantine)
 
@@ -183,9 +185,6 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       outliers = scorer(updates)
       mask = ~outliers
       flagged = flagged | outliers
-    # Behaviour-based rules (FLTrust, validation filters) read the global
-    # parameters the updates are relative to; distance rules ignore them.
-    global_flat, _ = jax.flatten_util.ravel_pytree(state.params)
     aggregate, agg_state, info = aggregator.update(
         updates, state.aggregator_state, key=agg_key, mask=mask,
         global_params=global_flat, round=state.round)

@@ -64,7 +64,11 @@ def init_server_state(params: Any, server_optimizer: optax.GradientTransformatio
     num_clients: ``C``.
     key: a raw ``uint32[2]`` PRNG key (``jax.random.PRNGKey(seed)``).
     client_momentum: > 0 allocates per-client momentum buffers.
+
+  The state holds copies of ``params`` and ``key``: a jitted round donates
+  its state, and the caller may start more runs from the same arguments.
   """
+  params = jax.tree.map(jnp.copy, params)
   flat, _ = jax.flatten_util.ravel_pytree(params)
   client_state = None
   if client_momentum > 0:
@@ -75,7 +79,7 @@ def init_server_state(params: Any, server_optimizer: optax.GradientTransformatio
       aggregator_state=aggregator.init(flat),
       client_state=client_state,
       round=jnp.zeros((), jnp.int32),
-      key=jnp.array(key, jnp.uint32))  # a copy: round functions donate state
+      key=jnp.array(key, jnp.uint32))  # jnp.array copies
 
 
 def params_sha256(params: Any) -> str:
