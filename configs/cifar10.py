@@ -14,12 +14,7 @@ no CIFAR-10 files; a GPU is advised). Without ``data.dir`` the run stops with a
 message naming the files to download.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from robustfl_jax.fl.config import default_config  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments.config import default_config
 
 
 def get_config():

@@ -32,14 +32,9 @@ images, 13-14 per class): the seed's 0.5% is 7 images on digits (fewer than
 the 10 classes), while 0.5% of MNIST is 300 images.
 """
 
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from robustfl_jax.fl.config import default_config  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments.config import default_config
 
 
 def get_config():

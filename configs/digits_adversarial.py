@@ -39,15 +39,17 @@ run takes about 25 s of CPU time):
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from robustfl_jax.experiments.config import load_config
 
-import digits_fedavg  # pylint: disable=wrong-import-position
+
+def _base():
+  return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "digits_fedavg.py"), lock=False)
 
 
 def get_config():
-  config = digits_fedavg.get_config()
+  config = _base()
   config.num_rounds = 60
   config.num_clients = 10
   config.attack.name = "sign_flip"

@@ -41,15 +41,17 @@ perceptron. The paper-style CNN does collapse (10 rounds, same attack,
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from robustfl_jax.experiments.config import load_config
 
-import digits_fedavg  # pylint: disable=wrong-import-position
+
+def _base():
+  return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "digits_fedavg.py"), lock=False)
 
 
 def get_config():
-  config = digits_fedavg.get_config()
+  config = _base()
   config.attack.name = "scaling"
   config.attack.num_byzantine = 3
   config.attack.byzantine = "first"

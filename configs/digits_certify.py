@@ -33,17 +33,19 @@ Certified accuracy is 0 at radii 1.25 to 2 for every sigma.
 """
 
 import os
-import sys
 
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from robustfl_jax.experiments.config import load_config
 
-import digits_adversarial  # pylint: disable=wrong-import-position
+
+def _base():
+  return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "digits_adversarial.py"), lock=False)
 
 
 def get_config():
-  config = digits_adversarial.get_config()
+  config = _base()
   config.client.adversarial_training.method = "gaussian"
   config.client.adversarial_training.sigma = 0.25  # replaced per sigma below
   config.eval.attack_epsilon = None

@@ -10,12 +10,7 @@ final test accuracy 0.9600, test loss 0.1527 after 60 rounds (0.9311 at round
 checkpoints/}.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from robustfl_jax.fl.config import default_config  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments.config import default_config
 
 
 def get_config():

@@ -17,12 +17,7 @@ no MNIST files). Without ``data.dir`` the run stops with a message naming the
 files to download.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from robustfl_jax.fl.config import default_config  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments.config import default_config
 
 
 def get_config():

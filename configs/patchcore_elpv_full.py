@@ -11,15 +11,17 @@ features, a 1% memory bank (about 19,000 patches) and 10 clients.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from robustfl_jax.experiments.config import load_config
 
-import patchcore_elpv  # pylint: disable=wrong-import-position
+
+def _base():
+  return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "patchcore_elpv.py"), lock=False)
 
 
 def get_config():
-  config = patchcore_elpv.get_config()
+  config = _base()
   config.unlock()
   config.data.image_size = 320
   config.data.max_train = 0

@@ -34,14 +34,9 @@ The paper's MNIST Romoa row is ~0.00-0.11 everywhere; why ours differs is in
 the README (section "Romoa").
 """
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import ml_collections  # pylint: disable=wrong-import-position
-
-from robustfl_jax.fl.config import default_config  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments.config import default_config
 
 
 def get_config():

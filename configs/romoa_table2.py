@@ -16,15 +16,17 @@ paper does not give): baseline .24/.91/.41, Romoa .66/.93/.69.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from robustfl_jax.experiments.config import load_config
 
-import romoa_table1  # pylint: disable=wrong-import-position
+
+def _base():
+  return load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "romoa_table1.py"), lock=False)
 
 
 def get_config():
-  config = romoa_table1.get_config()
+  config = _base()
   config.data.partition = "one_label"
   config.reproduce.table = 2
   config.reproduce.participants = (10,)

@@ -9,7 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBPACKAGES = ("aggregators", "attacks", "scoring", "defenses", "adversarial",
-                "fl", "patchcore", "models", "data", "checkpoint", "distributed")
+                "fl", "patchcore", "models", "data", "checkpoint", "distributed",
+                "experiments", "registry")
 
 
 def __getattr__(name):

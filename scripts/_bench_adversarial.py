@@ -76,7 +76,7 @@ def _time_model(name, model, params, x, y, epsilon, num_steps, repeats, calls):
   @jax.jit
   def start(x, key):
     return adversarial.project(
-        adversarial.attacks.random_start(key, x, epsilon, "linf"), x, epsilon,
+        adversarial.evasion.random_start(key, x, epsilon, "linf"), x, epsilon,
         "linf")
 
   @jax.jit

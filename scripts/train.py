@@ -7,22 +7,18 @@ Example::
       --config.aggregator.name=mean --workdir=runs/attack_mean
 
 Outputs in ``--workdir`` (default ``runs/<config file name>``):
-``metrics.jsonl``, ``summary.json``, ``metrics.png``, ``checkpoints/``.
-Rerunning the same command after an interruption resumes from the last
-checkpoint.
+``config.json``, ``metrics.jsonl``, ``summary.json``, ``metrics.png``,
+``checkpoints/``. Rerunning the same command after an interruption resumes
+from the last checkpoint. ``--publish`` also writes
+``docs/results/<config file name>.md`` and the README's headline figure.
 """
-
-import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from robustfl_jax.fl import runner  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -32,33 +28,23 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Multi-host run: call jax.distributed.initialize (coordinator from the "
     "environment) before building the mesh over all hosts' devices.")
+_PUBLISH = flags.DEFINE_bool(
+    "publish", False, "Write docs/results/<config name>.md and the README "
+    "headline from this run.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  if _CONFIG.value is None:
+    raise app.UsageError("--config=configs/<name>.py is required.")
   if _DISTRIBUTED.value:
     from robustfl_jax import distributed  # pylint: disable=import-outside-toplevel
     distributed.initialize(force=True)
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config=configs/<name>.py is required.")
-  workdir = _WORKDIR.value
-  if workdir is None:
-    config_path = flags.FLAGS["config"].config_filename
-    name = os.path.splitext(os.path.basename(config_path))[0]
-    workdir = os.path.join("runs", name)
-  try:
-    summary = runner.train(config, workdir,
-                           log=lambda line: print(line, flush=True))
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
-  print(f"final test accuracy {summary['final_test_accuracy']:.4f}, loss "
-        f"{summary['final_test_loss']:.4f} after {summary['rounds_completed']} "
-        f"rounds; outputs in {workdir}", flush=True)
-  return 0
+  return cli.train_main(_CONFIG.value,
+                        config_path=flags.FLAGS["config"].config_filename,
+                        workdir=_WORKDIR.value, publish=_PUBLISH.value)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Adversarial examples, adversarial training and certified robustness.
 
-* :mod:`~robustfl_jax.adversarial.attacks`: ``fgsm``, ``pgd`` (L-inf / L2,
+* :mod:`~robustfl_jax.adversarial.evasion`: ``fgsm``, ``pgd`` (L-inf / L2,
   random start, targeted), ``apgd`` (APGD-CE / DLR / targeted DLR),
   ``apgd_targeted`` (APGD-T) and the seed's ``simple_autoattack``; all jitted,
   on a batch, clipped to the input range.
@@ -13,7 +13,7 @@
   (``smoothed_predict``, ``certify``, ``clopper_pearson_lower``).
 """
 
-from robustfl_jax.adversarial.attacks import (NORMS, apgd, apgd_checkpoints,
+from robustfl_jax.adversarial.evasion import (NORMS, apgd, apgd_checkpoints,
                                               apgd_targeted, attack_loss,
                                               cross_entropy, dlr_loss, fgsm,
                                               pgd, pgd_step, project,
@@ -22,8 +22,7 @@ from robustfl_jax.adversarial.attacks import (NORMS, apgd, apgd_checkpoints,
 from robustfl_jax.adversarial.evaluation import (default_attacks,
                                                  eval_logits_fn,
                                                  make_pgd_eval_fn,
-                                                 robust_accuracy,
-                                                 summary_metrics)
+                                                 robust_accuracy)
 from robustfl_jax.adversarial.smoothing import (ABSTAIN, Certificate,
                                                 binomial_two_sided_pvalue,
                                                 certified_accuracy, certify,
@@ -32,5 +31,4 @@ from robustfl_jax.adversarial.smoothing import (ABSTAIN, Certificate,
                                                 smoothed_predict)
 from robustfl_jax.adversarial.training import (METHODS, gaussian_noise_loss,
                                                madry_loss, make_train_loss,
-                                               mix_loss, trades_loss,
-                                               train_loss_from_config)
+                                               mix_loss, trades_loss)

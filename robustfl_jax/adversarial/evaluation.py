@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustfl_jax.adversarial import attacks as attacks_lib
+from robustfl_jax.adversarial import evasion
 
 Array = jax.Array
 # attack(logits_fn, params, x, y, key) -> x_adv
@@ -39,17 +39,17 @@ def default_attacks(epsilon: float, norm: str = "linf", *,
   A cheap attack first removes the easy points so that the expensive ones
   run on fewer. AutoAttack's FAB-T and Square are not included.
   """
-  attacks_lib.check_norm(norm)
+  evasion.check_norm(norm)
   common = dict(epsilon=epsilon, norm=norm, clip_min=clip_min,
                 clip_max=clip_max)
-  fgsm = functools.partial(attacks_lib.fgsm, **common)
+  fgsm = functools.partial(evasion.fgsm, **common)
   return [
       ("fgsm", lambda f, p, x, y, key: fgsm(f, p, x, y)),
-      (f"pgd{pgd_steps}", functools.partial(attacks_lib.pgd,
+      (f"pgd{pgd_steps}", functools.partial(evasion.pgd,
                                             num_steps=pgd_steps, **common)),
-      ("apgd_ce", functools.partial(attacks_lib.apgd, num_steps=apgd_steps,
+      ("apgd_ce", functools.partial(evasion.apgd, num_steps=apgd_steps,
                                     loss="ce", **common)),
-      ("apgd_t", functools.partial(attacks_lib.apgd_targeted,
+      ("apgd_t", functools.partial(evasion.apgd_targeted,
                                    num_steps=apgd_steps,
                                    num_targets=num_targets, **common)),
   ]
@@ -157,7 +157,7 @@ def make_pgd_eval_fn(logits_fn: Callable, x_test, y_test, *, epsilon: float,
   Raises:
     ValueError: on a bad norm, ``num_steps < 1`` or negative epsilon.
   """
-  attacks_lib.check_norm(norm)
+  evasion.check_norm(norm)
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1; got {num_steps}.")
   if not epsilon >= 0:
@@ -180,7 +180,7 @@ def make_pgd_eval_fn(logits_fn: Callable, x_test, y_test, *, epsilon: float,
     def one(args):
       xb, yb, k = args
       clean = jnp.argmax(logits_fn(params, xb), -1) == yb
-      x_adv = attacks_lib.pgd(logits_fn, params, xb, yb, k, epsilon=epsilon,
+      x_adv = evasion.pgd(logits_fn, params, xb, yb, k, epsilon=epsilon,
                               step_size=step_size, num_steps=num_steps,
                               norm=norm, clip_min=clip_min, clip_max=clip_max)
       adv = jnp.argmax(logits_fn(params, x_adv), -1) == yb
@@ -192,33 +192,6 @@ def make_pgd_eval_fn(logits_fn: Callable, x_test, y_test, *, epsilon: float,
             "robust_accuracy": jnp.sum(adv * w) / n}
 
   return eval_fn
-
-
-def summary_metrics(config, apply_fn: Callable, params: Any, x_test,
-                    y_test) -> dict:
-  """``clean_accuracy`` and ``robust_accuracy`` for ``summary.json``.
-
-  Empty when ``config.eval.attack_epsilon`` is unset (or the config has no
-  ``eval`` section); otherwise PGD with ``eval.attack_steps`` steps (20 by
-  default) at ``eval.attack_epsilon`` in ``eval.attack_norm``, seeded by
-  ``config.seed``.
-  """
-  section = config.get("eval", None)
-  if section is None or section.get("attack_epsilon", None) is None:
-    return {}
-  logits_fn = eval_logits_fn(apply_fn)
-  steps = int(section.get("attack_steps", 20) or 20)
-  eval_fn = make_pgd_eval_fn(
-      logits_fn, x_test, y_test, epsilon=float(section.attack_epsilon),
-      num_steps=steps, step_size=section.get("attack_step_size", None),
-      norm=section.get("attack_norm", "linf") or "linf")
-  key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), 0xE7A1)
-  out = jax.device_get(eval_fn(params, key))
-  return {"clean_accuracy": float(out["clean_accuracy"]),
-          "robust_accuracy": float(out["robust_accuracy"]),
-          "robust_attack": f"pgd{steps}",
-          "attack_epsilon": float(section.attack_epsilon),
-          "attack_norm": section.get("attack_norm", "linf") or "linf"}
 
 
 def eval_logits_fn(apply_fn: Callable) -> Callable:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robustfl_jax.adversarial import attacks as attacks_lib
+from robustfl_jax.adversarial import evasion
 
 Array = jax.Array
 
@@ -51,7 +51,7 @@ def _masked_mean(values: Array, mask: Array) -> Array:
 def _pgd_examples(logits_fn, params, x, y, key, epsilon, step_size, num_steps,
                   norm, clip_min, clip_max):
   frozen = jax.lax.stop_gradient(params)
-  x_adv = attacks_lib.pgd(logits_fn, frozen, x, y, key, epsilon=epsilon,
+  x_adv = evasion.pgd(logits_fn, frozen, x, y, key, epsilon=epsilon,
                           step_size=step_size, num_steps=num_steps, norm=norm,
                           clip_min=clip_min, clip_max=clip_max)
   return jax.lax.stop_gradient(x_adv)
@@ -66,7 +66,7 @@ def madry_loss(logits_fn: Callable, params: Any, x: Array, y: Array,
   del aux
   x_adv = _pgd_examples(logits_fn, params, x, y, key, epsilon, step_size,
                         num_steps, norm, clip_min, clip_max)
-  return _masked_mean(attacks_lib.cross_entropy(logits_fn(params, x_adv), y),
+  return _masked_mean(evasion.cross_entropy(logits_fn(params, x_adv), y),
                       mask)
 
 
@@ -79,8 +79,8 @@ def mix_loss(logits_fn: Callable, params: Any, x: Array, y: Array,
   del aux
   x_adv = _pgd_examples(logits_fn, params, x, y, key, epsilon, step_size,
                         num_steps, norm, clip_min, clip_max)
-  clean = attacks_lib.cross_entropy(logits_fn(params, x), y)
-  adv = attacks_lib.cross_entropy(logits_fn(params, x_adv), y)
+  clean = evasion.cross_entropy(logits_fn(params, x), y)
+  adv = evasion.cross_entropy(logits_fn(params, x_adv), y)
   return _masked_mean((1.0 - adversarial_weight) * clean
                       + adversarial_weight * adv, mask)
 
@@ -106,7 +106,7 @@ def trades_loss(logits_fn: Callable, params: Any, x: Array, y: Array,
   ``f(x_adv)``. Default step ``2.5 * epsilon / num_steps``.
   """
   del aux
-  attacks_lib.check_norm(norm)
+  evasion.check_norm(norm)
   if step_size is None:
     step_size = 2.5 * epsilon / num_steps
   frozen = jax.lax.stop_gradient(params)
@@ -117,14 +117,14 @@ def trades_loss(logits_fn: Callable, params: Any, x: Array, y: Array,
 
   def step(_, xa):
     grad = jax.grad(kl_sum)(xa)
-    xa = xa + step_size * attacks_lib._ascent_direction(grad, norm)  # pylint: disable=protected-access
-    return attacks_lib.project(xa, x, epsilon, norm, clip_min, clip_max)
+    xa = xa + step_size * evasion.ascent_direction(grad, norm)
+    return evasion.project(xa, x, epsilon, norm, clip_min, clip_max)
 
   x0 = x + 0.001 * jax.random.normal(key, x.shape, x.dtype)
-  x0 = attacks_lib.project(x0, x, epsilon, norm, clip_min, clip_max)
+  x0 = evasion.project(x0, x, epsilon, norm, clip_min, clip_max)
   x_adv = jax.lax.stop_gradient(jax.lax.fori_loop(0, num_steps, step, x0))
   clean_logits = logits_fn(params, x)
-  natural = attacks_lib.cross_entropy(clean_logits, y)
+  natural = evasion.cross_entropy(clean_logits, y)
   robust = _kl(clean_logits, logits_fn(params, x_adv))
   return _masked_mean(natural + beta * robust, mask)
 
@@ -179,7 +179,7 @@ def make_train_loss(method: str, *, epsilon: float = 0.1,
       raise ValueError(f"{field}.sigma must be > 0 for method 'gaussian'; "
                        f"got {sigma}.")
     return functools.partial(gaussian_noise_loss, sigma=float(sigma))
-  attacks_lib.check_norm(norm, f"{field}.norm")
+  evasion.check_norm(norm, f"{field}.norm")
   if not epsilon > 0:
     raise ValueError(f"{field}.epsilon must be > 0 for method {method!r}; got "
                      f"{epsilon}.")
@@ -198,61 +198,3 @@ def make_train_loss(method: str, *, epsilon: float = 0.1,
   if not beta >= 0:
     raise ValueError(f"{field}.beta must be >= 0 for TRADES; got {beta}.")
   return functools.partial(trades_loss, beta=float(beta), **common)
-
-
-def train_loss_from_config(config) -> Optional[Callable]:
-  """:func:`make_train_loss` from ``config.client.adversarial_training``.
-
-  None when the section is absent or its method is ``"none"``.
-  """
-  section = config.client.get("adversarial_training", None)
-  if section is None:
-    return None
-  return make_train_loss(
-      section.method, epsilon=section.epsilon, step_size=section.step_size,
-      num_steps=section.steps, norm=section.norm, beta=section.beta,
-      sigma=section.sigma)
-
-
-def validate_config(config) -> None:
-  """Checks ``client.adversarial_training.*`` and ``eval.attack_*``.
-
-  Raises:
-    ValueError: naming the field that cannot work (unknown method or norm,
-      non-positive epsilon / steps / step size / sigma, negative beta, or a
-      method set under a protocol other than ``"sync"``, which would ignore
-      it).
-  """
-  section = config.client.get("adversarial_training", None)
-  if section is not None:
-    field = "client.adversarial_training"
-    if int(section.steps) < 1:
-      raise ValueError(f"{field}.steps must be >= 1; got {section.steps}.")
-    if not section.beta >= 0:
-      raise ValueError(f"{field}.beta must be >= 0; got {section.beta}.")
-    if not section.sigma > 0:
-      raise ValueError(f"{field}.sigma must be > 0; got {section.sigma}.")
-    if not section.epsilon >= 0:
-      raise ValueError(f"{field}.epsilon must be >= 0; got "
-                       f"{section.epsilon}.")
-    attacks_lib.check_norm(section.norm, f"{field}.norm")
-    train_loss_from_config(config)  # method, epsilon > 0 and step size
-    protocol = config.get("protocol", "sync")
-    if section.method != "none" and protocol != "sync":
-      raise ValueError(
-          f"{field}.method={section.method!r} is wired into the synchronous "
-          f"round only; protocol={protocol!r} would ignore it. Use "
-          f"protocol='sync' or {field}.method='none'.")
-  section = config.get("eval", None)
-  if section is not None and section.get("attack_epsilon", None) is not None:
-    if not section.attack_epsilon >= 0:
-      raise ValueError(f"eval.attack_epsilon must be >= 0; got "
-                       f"{section.attack_epsilon}.")
-    if int(section.attack_steps) < 1:
-      raise ValueError(f"eval.attack_steps must be >= 1; got "
-                       f"{section.attack_steps}.")
-    if section.attack_step_size is not None and not (
-        section.attack_step_size > 0):
-      raise ValueError(f"eval.attack_step_size must be > 0; got "
-                       f"{section.attack_step_size}.")
-    attacks_lib.check_norm(section.attack_norm, "eval.attack_norm")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators._registry import register, register_pre_aggregator
 from robustfl_jax.aggregators._coordinatewise import weighted_row_sum
 
 Array = jax.Array
@@ -25,6 +27,7 @@ def mark_excluded(updates: Array, valid: Array) -> Array:
   return jnp.where(valid[:, None], updates, jnp.asarray(jnp.nan, updates.dtype))
 
 
+@register_pre_aggregator("clip_by_norm")
 def clip_by_norm(updates: Array, max_norm: float, mask: Optional[Array] = None) -> Array:
   """Pre-aggregator: scales each row to L2 norm at most ``max_norm``.
 
@@ -38,21 +41,22 @@ def clip_by_norm(updates: Array, max_norm: float, mask: Optional[Array] = None) 
     ``[n, d]``: ``u_i * min(1, max_norm / |u_i|)``; zero rows stay zero;
     non-finite rows stay non-finite (excluded downstream).
   """
-  _base.check_updates(updates, "clip_by_norm")
+  base.check_updates(updates, "clip_by_norm")
   if not max_norm >= 0:
     raise ValueError(f"clip_by_norm: max_norm must be >= 0; got {max_norm}.")
-  valid = _base.valid_rows(updates, mask)
-  factor = _clip_factor(_base.row_norms(_base.zero_invalid(updates, valid)), max_norm)
+  valid = base.valid_rows(updates, mask)
+  factor = _clip_factor(base.row_norms(base.zero_invalid(updates, valid)), max_norm)
   return mark_excluded((updates * factor[:, None].astype(updates.dtype)), valid)
 
 
 def check_arc(n: int, num_byzantine) -> int:
-  f = _base.check_int(num_byzantine, "num_byzantine", "arc")
+  f = base.check_int(num_byzantine, "num_byzantine", "arc")
   if 2 * f >= n:
     raise ValueError(f"arc needs n > 2f; got n={n}, f={f}.")
   return f
 
 
+@register_pre_aggregator("arc", rows_check=check_arc)
 def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Array:
   """Adaptive Robust Clipping (ARC), a pre-aggregator (Allouah et al. 2025).
 
@@ -79,12 +83,12 @@ def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
     Allouah, Guerraoui, Gupta, Pinot, Rizk, "Boosting Robustness by Clipping
     Gradients in Distributed Learning", ICLR 2025 (arXiv:2405.14432).
   """
-  _base.check_updates(updates, "arc")
+  base.check_updates(updates, "arc")
   n = updates.shape[0]
   f = check_arc(n, num_byzantine)
   num_clipped = int((2 * f * (n - f)) // n)
-  valid = _base.valid_rows(updates, mask)
-  norms = _base.row_norms(_base.zero_invalid(updates, valid))
+  valid = base.valid_rows(updates, mask)
+  norms = base.row_norms(base.zero_invalid(updates, valid))
   sorted_desc = -jnp.sort(-jnp.where(valid, norms, -jnp.inf))
   k = jnp.minimum(num_clipped, jnp.maximum(jnp.sum(valid) - 1, 0))
   threshold = sorted_desc[k]
@@ -93,14 +97,14 @@ def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
 
 
 def _centered_clipping(updates, center=None, radius=10.0, num_iters=1, mask=None):
-  _base.check_updates(updates, "centered_clipping")
-  num_iters = _base.check_int(num_iters, "num_iters", "centered_clipping", minimum=1)
+  base.check_updates(updates, "centered_clipping")
+  num_iters = base.check_int(num_iters, "num_iters", "centered_clipping", minimum=1)
   if not radius > 0:
     raise ValueError(f"centered_clipping: radius must be > 0; got {radius}.")
   n, d = updates.shape
-  dtype = _base.compute_dtype(updates.dtype)
-  valid = _base.valid_rows(updates, mask)
-  values = _base.zero_invalid(updates, valid).astype(dtype)
+  dtype = base.compute_dtype(updates.dtype)
+  valid = base.valid_rows(updates, mask)
+  values = base.zero_invalid(updates, valid).astype(dtype)
   if center is None:
     center = jnp.zeros((d,), dtype)
   center = jnp.asarray(center, dtype)
@@ -111,7 +115,7 @@ def _centered_clipping(updates, center=None, radius=10.0, num_iters=1, mask=None
   count = jnp.maximum(jnp.sum(valid), 1).astype(dtype)
 
   def step(_, v):
-    diff_norms = _base.row_norms(jnp.where(valid[:, None], values - v, 0))
+    diff_norms = base.row_norms(jnp.where(valid[:, None], values - v, 0))
     factor = jnp.where(valid, _clip_factor(diff_norms, radius), 0) / count
     # v + sum_i c_i (u_i - v) = (1 - sum_i c_i) v + sum_i c_i u_i: one matmul.
     return (1 - jnp.sum(factor)) * v + weighted_row_sum(values, factor, valid)
@@ -153,3 +157,42 @@ def centered_clipping(updates: Array, center: Optional[Array] = None,
     Optimization", ICML 2021.
   """
   return _centered_clipping(updates, center, radius, num_iters, mask)[0]
+
+
+class CenteredClippingState(NamedTuple):
+  """State of stateful centered clipping: the previous aggregate."""
+  center: Array
+
+
+@register("centered_clipping")
+def centered_clipping_aggregator(*, radius: float = 10.0, num_iters: int = 1
+                                 ) -> base.Aggregator:
+  """Centered clipping whose center is the previous round's aggregate.
+
+  The stateful form of :func:`centered_clipping` that Karimireddy et al. run:
+  the state carries the last aggregate (zeros before the first round).
+
+  Args:
+    radius: clipping radius ``tau > 0``.
+    num_iters: static number of iterations ``L >= 1``.
+
+  Returns:
+    ``Aggregator(init, update)`` with :class:`CenteredClippingState`.
+
+  Raises:
+    ValueError: ``radius <= 0`` or ``num_iters < 1``.
+  """
+  _centered_clipping(jnp.zeros((1, 1)), None, radius, num_iters)  # validates
+
+  def init(params: Any) -> CenteredClippingState:
+    flat = (params if isinstance(params, jax.Array) and params.ndim == 1
+            else jax.flatten_util.ravel_pytree(params)[0])
+    return CenteredClippingState(jnp.zeros_like(flat))
+
+  def update(updates, state, *, key=None, mask=None, weights=None, **context):
+    del key, weights, context
+    out, extra = _centered_clipping(updates, state.center, radius, num_iters,
+                                    mask)
+    return out, CenteredClippingState(out.astype(state.center.dtype)), extra
+
+  return base.Aggregator(init, update)

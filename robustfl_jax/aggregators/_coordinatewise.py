@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._order_statistics import order_statistics, resolve_method
 
 Array = jax.Array
@@ -39,14 +40,14 @@ def weighted_row_sum(updates: Array, weights: Array, valid: Array) -> Array:
   ``0 * NaN`` is NaN, so excluded rows must be zeroed before the matmul; the
   zeroing pass is only paid when some row is actually excluded.
   """
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   weights = jnp.where(valid, weights, 0).astype(dtype)
 
   def plain(u):
     return jnp.matmul(weights, u.astype(dtype), precision=lax.Precision.HIGHEST)
 
   def zeroed(u):
-    return plain(_base.zero_invalid(u, valid))
+    return plain(base.zero_invalid(u, valid))
 
   return lax.cond(jnp.all(valid), plain, zeroed, updates)
 
@@ -75,15 +76,16 @@ def _sum_rows(values: Array, valid: Array, fn, method: str):
   return jax.tree.map(lambda t: jnp.sum(jnp.where(valid[:, None], t, 0), axis=0), terms)
 
 
+@register_rule("mean")
 def _mean(updates, weights=None, mask=None):
-  _base.check_updates(updates, "mean")
+  base.check_updates(updates, "mean")
   n = updates.shape[0]
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   w = jnp.ones((n,), dtype) if weights is None else jnp.asarray(weights, dtype)
   if w.shape != (n,):
     raise ValueError(f"mean: weights must have shape [n]=({n},); got {w.shape}.")
   w = jnp.where(jnp.isfinite(w) & (w > 0), w, 0)
-  mask = _base.check_mask(mask, n)
+  mask = base.check_mask(mask, n)
   if mask is not None:
     w = jnp.where(mask, w, 0)
 
@@ -97,11 +99,11 @@ def _mean(updates, weights=None, mask=None):
   fast = jnp.matmul(p, updates.astype(dtype), precision=lax.Precision.HIGHEST)
 
   def slow(_):
-    valid = _base.valid_rows(updates) & (w > 0)
+    valid = base.valid_rows(updates) & (w > 0)
     return weighted_row_sum(updates, normalised(jnp.where(valid, w, 0)), valid)
 
   out = lax.cond(jnp.all(jnp.isfinite(fast)), lambda _: fast, slow, None)
-  used = normalised(jnp.where(_base.valid_rows(updates), w, 0))
+  used = normalised(jnp.where(base.valid_rows(updates), w, 0))
   return out.astype(updates.dtype), {"weights": used, "selected": used > 0}
 
 
@@ -140,14 +142,14 @@ def _median_from_valid(updates: Array, valid: Array, method: str = "auto") -> Ar
   lo_rank, mid_rank, hi_rank = max(n // 2 - 1, 0), (n - 1) // 2, n // 2
   lo, mid, hi = order_statistics(filled, (lo_rank, mid_rank, hi_rank), method)
   odd = (num_invalid % 2) == 1
-  a = jnp.where(odd, lo, mid).astype(_base.compute_dtype(updates.dtype))
+  a = jnp.where(odd, lo, mid).astype(base.compute_dtype(updates.dtype))
   b = jnp.where(odd, mid, hi).astype(a.dtype)
   med = 0.5 * a + 0.5 * b
   return jnp.where(jnp.any(valid), med, 0).astype(updates.dtype)
 
 
 def _weighted_sorted(updates: Array, weights: Array, valid: Array):
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   w = jnp.where(valid & jnp.isfinite(weights) & (weights > 0), weights, 0).astype(dtype)
   values = jnp.where(valid[:, None], updates, 0).astype(dtype)
   w_b = jnp.broadcast_to(w[:, None], values.shape)
@@ -167,9 +169,10 @@ def _weighted_median(updates: Array, weights: Array, valid: Array) -> Array:
   return jnp.where(total > 0, med, 0).astype(updates.dtype)
 
 
-def _coordinate_median(updates, weights=None, mask=None, method="auto"):
-  _base.check_updates(updates, "coordinate_median")
-  valid = _base.valid_rows(updates, mask)
+@register_rule("coordinate_median", aliases=("median",))
+def _coordinate_median(updates, weights=None, mask=None, method: str = "auto"):
+  base.check_updates(updates, "coordinate_median")
+  valid = base.valid_rows(updates, mask)
   if weights is None:
     return _median_from_valid(updates, valid, method), {}
   weights = jnp.asarray(weights)
@@ -209,7 +212,7 @@ def coordinate_median(updates: Array, weights: Optional[Array] = None,
 
 def _trimmed_mean_from_valid(updates, valid, num_trim, method="auto"):
   n = updates.shape[0]
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   k = jnp.sum(valid)
 
   def bounds_all_valid(_):
@@ -252,16 +255,18 @@ def _weighted_trimmed_mean(updates, weights, valid, num_trim):
 
 
 def check_trimmed_mean(n: int, num_trim) -> int:
-  num_trim = _base.check_int(num_trim, "num_trim", "trimmed_mean")
+  num_trim = base.check_int(num_trim, "num_trim", "trimmed_mean")
   if 2 * num_trim >= n:
     raise ValueError(f"trimmed_mean needs 2*num_trim < n; got n={n}, num_trim={num_trim}.")
   return num_trim
 
 
-def _trimmed_mean(updates, num_trim, weights=None, mask=None, method="auto"):
-  _base.check_updates(updates, "trimmed_mean")
+@register_rule("trimmed_mean", rows_check=check_trimmed_mean)
+def _trimmed_mean(updates, num_trim: int, weights=None, mask=None,
+                  method: str = "auto"):
+  base.check_updates(updates, "trimmed_mean")
   num_trim = check_trimmed_mean(updates.shape[0], num_trim)
-  valid = _base.valid_rows(updates, mask)
+  valid = base.valid_rows(updates, mask)
   if weights is None:
     return _trimmed_mean_from_valid(updates, valid, num_trim, method), {}
   return _weighted_trimmed_mean(updates, jnp.asarray(weights), valid, num_trim), {}
@@ -316,7 +321,7 @@ def mean_of_nearest(updates: Array, valid: Array, center: Array, *,
   ``center`` where fewer than one value would be kept.
   """
   n = updates.shape[0]
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   k = jnp.sum(valid)
   center_c = center.astype(dtype)
   fill = jnp.inf if num_keep is not None else -jnp.inf
@@ -347,16 +352,17 @@ def mean_of_nearest(updates: Array, valid: Array, center: Array, *,
 
 
 def check_meamed(n: int, num_byzantine) -> int:
-  f = _base.check_int(num_byzantine, "num_byzantine", "meamed")
+  f = base.check_int(num_byzantine, "num_byzantine", "meamed")
   if 2 * f >= n:
     raise ValueError(f"meamed needs n > 2f; got n={n}, f={f}.")
   return f
 
 
-def _meamed(updates, num_byzantine, mask=None, method="auto"):
-  _base.check_updates(updates, "meamed")
+@register_rule("meamed", rows_check=check_meamed)
+def _meamed(updates, num_byzantine: int, mask=None, method: str = "auto"):
+  base.check_updates(updates, "meamed")
   f = check_meamed(updates.shape[0], num_byzantine)
-  valid = _base.valid_rows(updates, mask)
+  valid = base.valid_rows(updates, mask)
   med = _median_from_valid(updates, valid, method)
   return mean_of_nearest(updates, valid, med, num_drop=f, method=method), {}
 

@@ -8,27 +8,30 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._coordinatewise import _coordinate_median, weighted_row_sum
 
 Array = jax.Array
 
 
 def _row_distances(values: Array, point: Array, valid: Array) -> Array:
-  return _base.row_norms(jnp.where(valid[:, None], values - point[None, :], 0))
+  return base.row_norms(jnp.where(valid[:, None], values - point[None, :], 0))
 
 
-def _geometric_median(updates, weights=None, mask=None, max_iter=100,
-                      smoothing=1e-5, ftol=1e-6, init="mean"):
-  _base.check_updates(updates, "geometric_median")
-  max_iter = _base.check_int(max_iter, "max_iter", "geometric_median", minimum=0)
+@register_rule("geometric_median")
+def _geometric_median(updates, weights=None, mask=None, max_iter: int = 100,
+                      smoothing: float = 1e-5, ftol: float = 1e-6,
+                      init: str = "mean"):
+  base.check_updates(updates, "geometric_median")
+  max_iter = base.check_int(max_iter, "max_iter", "geometric_median", minimum=0)
   if not smoothing > 0:
     raise ValueError(f"geometric_median: smoothing must be > 0; got {smoothing}.")
   if not ftol >= 0:
     raise ValueError(f"geometric_median: ftol must be >= 0; got {ftol}.")
   n = updates.shape[0]
-  dtype = _base.compute_dtype(updates.dtype)
-  valid = _base.valid_rows(updates, mask)
+  dtype = base.compute_dtype(updates.dtype)
+  valid = base.valid_rows(updates, mask)
   alpha = jnp.ones((n,), dtype) if weights is None else jnp.asarray(weights, dtype)
   if alpha.shape != (n,):
     raise ValueError(f"geometric_median: weights must have shape [n]=({n},); got "
@@ -37,7 +40,7 @@ def _geometric_median(updates, weights=None, mask=None, max_iter=100,
   alpha = jnp.where(valid, alpha, 0)
   total = jnp.sum(alpha)
   alpha = alpha / jnp.where(total > 0, total, 1)
-  values = _base.zero_invalid(updates, valid).astype(dtype)
+  values = base.zero_invalid(updates, valid).astype(dtype)
 
   def objective(point):
     return jnp.sum(alpha * _row_distances(values, point, valid))
@@ -111,3 +114,11 @@ def geometric_median(updates: Array, weights: Optional[Array] = None,
     IEEE Trans. Signal Processing 2022 (arXiv:1912.13445), Algorithm 2.
   """
   return _geometric_median(updates, weights, mask, max_iter, smoothing, ftol, init)[0]
+
+
+@register_rule("rfa")
+def _rfa(updates, weights=None, mask=None, max_iter: int = 4,
+         smoothing: float = 1e-5, ftol: float = 1e-6, init: str = "mean"):
+  """RFA (Pillutla et al.): the geometric median with its 4 Weiszfeld steps."""
+  return _geometric_median(updates, weights, mask, max_iter, smoothing, ftol,
+                           init)

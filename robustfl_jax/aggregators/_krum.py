@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._coordinatewise import (
     _median_from_valid, mean_of_nearest, weighted_row_sum)
 
@@ -42,7 +43,7 @@ def pairwise_sq_distances(updates: Array) -> Array:
   norms (below ~1e-3 relative) imprecise; centre the rows first if they are
   far from the origin and close to each other.
   """
-  _base.check_updates(updates, "pairwise_sq_distances")
+  base.check_updates(updates, "pairwise_sq_distances")
   return _gram_distances(updates)[0]
 
 
@@ -54,7 +55,7 @@ def _gram_distances(updates: Array) -> tuple[Array, Array]:
   matmul's memory traffic); the diagonal tells which rows are unusable (non-
   finite, or so large that the squared norm overflows: infinitely far).
   """
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   u = updates.astype(dtype)
   gram = jnp.matmul(u, u.T, precision=lax.Precision.HIGHEST)
   sq = jnp.diagonal(gram)
@@ -68,7 +69,7 @@ def _gram_distances(updates: Array) -> tuple[Array, Array]:
 def _masked_distances(updates: Array, mask) -> tuple[Array, Array]:
   """Distances with excluded rows infinitely far, and the usable rows."""
   dist, valid = _gram_distances(updates)
-  mask = _base.check_mask(mask, updates.shape[0])
+  mask = base.check_mask(mask, updates.shape[0])
   if mask is not None:
     valid = valid & mask
   pair_ok = valid[:, None] & valid[None, :]
@@ -95,7 +96,7 @@ def krum_scores(distances: Array, candidates: Array, num_neighbors) -> Array:
 
 
 def check_krum(n: int, num_byzantine, rule: str = "krum") -> int:
-  f = _base.check_int(num_byzantine, "num_byzantine", rule)
+  f = base.check_int(num_byzantine, "num_byzantine", rule)
   if n <= 2 * f + 2:
     raise ValueError(f"{rule} needs n > 2f + 2; got n={n}, f={f}.")
   return f
@@ -121,15 +122,16 @@ def _best(scores: Array, candidates: Array, distances: Array) -> Array:
   return jnp.where(candidates[best], best, jnp.argmax(candidates))
 
 
-def _krum(updates, num_byzantine, mask=None):
-  _base.check_updates(updates, "krum")
+@register_rule("krum", rows_check=check_krum)
+def _krum(updates, num_byzantine: int, mask=None):
+  base.check_updates(updates, "krum")
   n = updates.shape[0]
   f = check_krum(n, num_byzantine)
   dist, valid = _masked_distances(updates, mask)
   scores = krum_scores(dist, valid, n - f - 2)
   best = _best(scores, valid, dist)
   selected = (jnp.arange(n) == best) & valid
-  weights = selected.astype(_base.compute_dtype(updates.dtype))
+  weights = selected.astype(base.compute_dtype(updates.dtype))
   out = weighted_row_sum(updates, weights, valid).astype(updates.dtype)
   return out, {"selected": selected, "weights": weights, "scores": scores}
 
@@ -170,15 +172,22 @@ def krum(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Ar
 
 def check_multi_krum(n: int, num_byzantine, num_selected) -> tuple[int, int]:
   f = check_krum(n, num_byzantine, "multi_krum")
-  m = _base.check_int(num_selected, "num_selected", "multi_krum", minimum=1)
+  m = base.check_int(num_selected, "num_selected", "multi_krum", minimum=1)
   if m > n:
     raise ValueError(f"multi_krum needs 1 <= num_selected <= n; got n={n}, "
                      f"num_selected={m}.")
   return f, m
 
 
-def _multi_krum(updates, num_byzantine, num_selected=None, mask=None):
-  _base.check_updates(updates, "multi_krum")
+def _check_multi_krum_rows(n: int, num_byzantine, num_selected=None) -> None:
+  check_multi_krum(n, num_byzantine,
+                   n - num_byzantine if num_selected is None else num_selected)
+
+
+@register_rule("multi_krum", rows_check=_check_multi_krum_rows)
+def _multi_krum(updates, num_byzantine: int, num_selected: Optional[int] = None,
+                mask=None):
+  base.check_updates(updates, "multi_krum")
   n = updates.shape[0]
   if num_selected is None:
     num_selected = n - num_byzantine
@@ -188,7 +197,7 @@ def _multi_krum(updates, num_byzantine, num_selected=None, mask=None):
   order = jnp.argsort(jnp.where(valid, scores, jnp.inf), stable=True)
   rank = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
   selected = (rank < m) & valid
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   count = jnp.maximum(jnp.sum(selected), 1).astype(dtype)
   weights = selected.astype(dtype) / count
   out = weighted_row_sum(updates, weights, valid).astype(updates.dtype)
@@ -222,14 +231,15 @@ def multi_krum(updates: Array, num_byzantine: int, num_selected: Optional[int] =
 
 
 def check_bulyan(n: int, num_byzantine) -> int:
-  f = _base.check_int(num_byzantine, "num_byzantine", "bulyan")
+  f = base.check_int(num_byzantine, "num_byzantine", "bulyan")
   if n < 4 * f + 3:
     raise ValueError(f"bulyan needs n >= 4f + 3; got n={n}, f={f}.")
   return f
 
 
-def _bulyan(updates, num_byzantine, mask=None, method="auto"):
-  _base.check_updates(updates, "bulyan")
+@register_rule("bulyan", rows_check=check_bulyan)
+def _bulyan(updates, num_byzantine: int, mask=None, method: str = "auto"):
+  base.check_updates(updates, "bulyan")
   n = updates.shape[0]
   f = check_bulyan(n, num_byzantine)
   dist, valid = _masked_distances(updates, mask)

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators._registry import register_pre_aggregator
 from robustfl_jax.aggregators._clipping import mark_excluded
 from robustfl_jax.aggregators._krum import pairwise_sq_distances
 
@@ -23,12 +24,13 @@ Array = jax.Array
 
 
 def check_nnm(n: int, num_byzantine) -> int:
-  f = _base.check_int(num_byzantine, "num_byzantine", "nnm")
+  f = base.check_int(num_byzantine, "num_byzantine", "nnm")
   if f >= n:
     raise ValueError(f"nnm needs f < n; got n={n}, f={f}.")
   return f
 
 
+@register_pre_aggregator("nnm", rows_check=check_nnm)
 def nnm(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Array:
   """Nearest Neighbour Mixing (Allouah et al. 2023), a pre-aggregator.
 
@@ -55,10 +57,10 @@ def nnm(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
     Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, "Fixing by Mixing:
     A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023.
   """
-  _base.check_updates(updates, "nnm")
+  base.check_updates(updates, "nnm")
   n = updates.shape[0]
   f = check_nnm(n, num_byzantine)
-  valid = _base.valid_rows(updates, mask)
+  valid = base.valid_rows(updates, mask)
   dist = pairwise_sq_distances(updates)
   dist = jnp.where(valid[None, :] & valid[:, None], dist, jnp.inf)
   # The row itself (distance 0) ranks first: make it so even when other rows
@@ -68,14 +70,19 @@ def nnm(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
   rank = jnp.zeros((n, n), jnp.int32).at[jnp.arange(n)[:, None], order].set(
       jnp.arange(n, dtype=jnp.int32)[None, :])
   num_keep = jnp.minimum(n - f, jnp.sum(valid))
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   mixing = ((rank < num_keep) & valid[None, :]).astype(dtype)
   mixing = mixing / jnp.maximum(jnp.sum(mixing, axis=1, keepdims=True), 1)
-  values = _base.zero_invalid(updates, valid).astype(dtype)
+  values = base.zero_invalid(updates, valid).astype(dtype)
   mixed = jnp.matmul(mixing, values, precision=lax.Precision.HIGHEST)
   return mark_excluded(mixed.astype(updates.dtype), valid)
 
 
+def _num_buckets(n: int, bucket_size: int) -> int:
+  return -(-n // bucket_size)
+
+
+@register_pre_aggregator("bucketing", skip=2, rows_after=_num_buckets)
 def bucketing(key: Array, updates: Array, bucket_size: int,
               mask: Optional[Array] = None) -> Array:
   """Bucketing (Karimireddy, He, Jaggi 2022), a pre-aggregator.
@@ -104,20 +111,20 @@ def bucketing(key: Array, updates: Array, bucket_size: int,
     Karimireddy, He, Jaggi, "Byzantine-Robust Learning on Heterogeneous
     Datasets via Bucketing", ICLR 2022.
   """
-  _base.check_updates(updates, "bucketing")
+  base.check_updates(updates, "bucketing")
   n = updates.shape[0]
-  s = _base.check_int(bucket_size, "bucket_size", "bucketing", minimum=1)
+  s = base.check_int(bucket_size, "bucket_size", "bucketing", minimum=1)
   num_buckets = -(-n // s)
-  valid = _base.valid_rows(updates, mask)
+  valid = base.valid_rows(updates, mask)
   perm = jax.random.permutation(key, n)
   bucket_of_row = jnp.zeros((n,), jnp.int32).at[perm].set(
       jnp.arange(n, dtype=jnp.int32) // s)
-  dtype = _base.compute_dtype(updates.dtype)
+  dtype = base.compute_dtype(updates.dtype)
   assign = ((bucket_of_row[None, :] == jnp.arange(num_buckets)[:, None])
             & valid[None, :]).astype(dtype)
   counts = jnp.sum(assign, axis=1)
   assign = assign / jnp.maximum(counts, 1)[:, None]
-  values = _base.zero_invalid(updates, valid).astype(dtype)
+  values = base.zero_invalid(updates, valid).astype(dtype)
   means = jnp.matmul(assign, values, precision=lax.Precision.HIGHEST)
   return mark_excluded(means.astype(updates.dtype), counts > 0)
 

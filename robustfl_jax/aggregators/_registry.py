@@ -1,228 +1,278 @@
-"""Build any rule by name, as an optax-style :class:`Aggregator`, for configs."""
+"""Rules and pre-aggregators by name: registration and :func:`get`.
+
+Two kinds of rule register here, each from the module that defines it:
+
+* a *stateless rule*, ``impl(updates, *, mask=None, [weights=None],
+  **hparams) -> (aggregate [d], info)``, with :func:`register_rule`;
+* a *factory* ``factory(*, **hparams, [num_clients], [params]) ->
+  Aggregator`` for stateful rules, with :func:`register`.
+
+Either way the signature declares the rule's hyper-parameters (every keyword
+that is not a context name: ``num_clients``, ``params``, ``layer_sizes``,
+``key``, ``mask``, ``weights``). Configs, validation and :func:`get` read them
+from :data:`RULES`; adding a rule is one new module that registers itself.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+import inspect
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
-import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
-from robustfl_jax.aggregators import _base, _clipping, _coordinatewise, _krum
-from robustfl_jax.aggregators import _geometric_median, _preaggregators
+from robustfl_jax.aggregators import base
+from robustfl_jax.registry import Registry
 
 Array = jax.Array
 
-
-@dataclasses.dataclass(frozen=True)
-class _Rule:
-  impl: Callable  # (updates, mask=..., **hparams) -> (aggregate, extra_info)
-  hparams: dict[str, Any]  # accepted hyper-parameters and their defaults
-  check: Optional[Callable] = None  # (n, **hparams) -> None, raises ValueError
-  takes_weights: bool = False
+RULES = Registry("aggregator", context=("num_clients", "params", "layer_sizes",
+                                        "key", "mask", "weights"))
+PRE_AGGREGATORS = Registry("pre-aggregator", context=("key", "mask"))
 
 
-def _no_check(n, **_):
-  del n
+def register_rule(name: str, impl: Optional[Callable] = None, *,
+                  rows_check: Optional[Callable] = None,
+                  aliases: Sequence[str] = ()):
+  """Registers a stateless rule; usable as a decorator.
+
+  Args:
+    name: the rule's name (``aggregator.name`` in configs).
+    impl: ``impl(updates, *, mask=None, [weights=None], **hparams) ->
+      (aggregate, info)``; ``info`` is a dict of arrays (``selected``,
+      ``weights``, ``scores``, ...) merged into the aggregator's info. A rule
+      that accepts ``weights`` receives sample-count weights.
+    rows_check: optional ``rows_check(n, **hparams)`` raising ``ValueError``
+      when the rule cannot work with ``n`` rows (it receives the
+      hyper-parameters its signature names).
+    aliases: further names.
+
+  Returns:
+    ``impl`` (or a decorator).
+  """
+  return RULES.register(name, impl, skip=1, aliases=aliases, kind="rule",
+                        rows_check=rows_check)
 
 
-_RULES: dict[str, _Rule] = {
-    "mean": _Rule(_coordinatewise._mean, {}, takes_weights=True),
-    "coordinate_median": _Rule(_coordinatewise._coordinate_median, {}, takes_weights=True),
-    "median": _Rule(_coordinatewise._coordinate_median, {}, takes_weights=True),
-    "trimmed_mean": _Rule(
-        _coordinatewise._trimmed_mean, {"num_trim": None},
-        lambda n, num_trim: _coordinatewise.check_trimmed_mean(n, num_trim),
-        takes_weights=True),
-    "meamed": _Rule(_coordinatewise._meamed, {"num_byzantine": None},
-                    lambda n, num_byzantine: _coordinatewise.check_meamed(n, num_byzantine)),
-    "krum": _Rule(_krum._krum, {"num_byzantine": None},
-                  lambda n, num_byzantine: _krum.check_krum(n, num_byzantine)),
-    "multi_krum": _Rule(
-        _krum._multi_krum, {"num_byzantine": None, "num_selected": None},
-        lambda n, num_byzantine, num_selected: _krum.check_multi_krum(
-            n, num_byzantine, n - num_byzantine if num_selected is None else num_selected)),
-    "bulyan": _Rule(_krum._bulyan, {"num_byzantine": None},
-                    lambda n, num_byzantine: _krum.check_bulyan(n, num_byzantine)),
-    "geometric_median": _Rule(
-        _geometric_median._geometric_median,
-        {"max_iter": 100, "smoothing": 1e-5, "ftol": 1e-6, "init": "mean"},
-        takes_weights=True),
-    # RFA's reference settings (Pillutla et al.): 4 Weiszfeld steps.
-    "rfa": _Rule(_geometric_median._geometric_median,
-                 {"max_iter": 4, "smoothing": 1e-5, "ftol": 1e-6, "init": "mean"},
-                 takes_weights=True),
-}
+def register(name: str, factory: Optional[Callable] = None, *,
+             aliases: Sequence[str] = (), check: Optional[Callable] = None,
+             takes_pre_aggregators: bool = True, section: str = "aggregator",
+             lookahead: bool = False):
+  """Registers a factory of a (stateful) rule; usable as a decorator.
 
-_STATEFUL = {"centered_clipping": {"radius": 10.0, "num_iters": 1}}
-_ROMOA_HPARAMS = ("params", "layer_sizes", "selection_fraction", "beta",
-                  "quantile", "pearson", "max_iter")
+  Args:
+    name: the rule's name.
+    factory: ``factory(*, **hparams, [num_clients], [params], [layer_sizes])
+      -> Aggregator``; it validates its hyper-parameters eagerly.
+    aliases: further names.
+    check: optional cheap ``check(**hparams)``; the factory itself is the
+      check when omitted (factories are cheap to call).
+    takes_pre_aggregators: whether pre-aggregators may precede it (a rule
+      with per-client state cannot follow one that changes the row count).
+    section: the config section holding its hyper-parameters.
+    lookahead: an asynchronous protocol calls it at every lookahead step
+      (Romoa), not only at the sync step.
+  """
+  return RULES.register(name, factory, aliases=aliases, check=check,
+                        kind="factory",
+                        takes_pre_aggregators=takes_pre_aggregators,
+                        section=section, lookahead=lookahead)
 
-_PRE: dict[str, tuple[Callable, dict[str, Any], Callable]] = {
-    "nnm": (_preaggregators.nnm, {"num_byzantine": None},
-            lambda n, num_byzantine: _preaggregators.check_nnm(n, num_byzantine)),
-    "arc": (_clipping.arc, {"num_byzantine": None},
-            lambda n, num_byzantine: _clipping.check_arc(n, num_byzantine)),
-    "clip_by_norm": (_clipping.clip_by_norm, {"max_norm": None}, _no_check),
-    "bucketing": (_preaggregators.bucketing, {"bucket_size": None}, _no_check),
-}
+
+def register_pre_aggregator(name: str, fn: Optional[Callable] = None, *,
+                            skip: int = 1, rows_check: Optional[Callable] = None,
+                            rows_after: Optional[Callable] = None):
+  """Registers a pre-aggregator ``fn(updates, *, **hparams, mask=None)``.
+
+  Args:
+    name: its name (an entry of ``aggregator.pre_aggregators``).
+    fn: ``[n, d] -> [n', d]``; excluded rows come out as NaN rows.
+    skip: leading positional data parameters (2 for ``fn(key, updates,
+      ...)``, which receives a PRNG key).
+    rows_check: optional ``rows_check(n, **hparams)``.
+    rows_after: optional ``rows_after(n, **hparams) -> n'`` when the output
+      has another number of rows.
+  """
+  return PRE_AGGREGATORS.register(name, fn, skip=skip, rows_check=rows_check,
+                                  rows_after=rows_after)
 
 
 def names() -> list[str]:
-  """Names accepted by :func:`get` (rules) and as ``pre_aggregators``."""
-  return sorted(list(_RULES) + list(_STATEFUL) + ["romoa"])
+  """Names accepted by :func:`get`, aliases included."""
+  return list(RULES.names())
 
 
 def pre_aggregator_names() -> list[str]:
-  return sorted(_PRE)
+  return list(PRE_AGGREGATORS.names())
 
 
 def hparam_names(name: str) -> list[str]:
   """Hyper-parameters that :func:`get` accepts for rule ``name``.
 
   Raises:
-    ValueError: for an unknown rule name.
+    ValueError: for an unknown rule name (the message lists every rule).
   """
-  if name in _STATEFUL:
-    return sorted(_STATEFUL[name])
-  if name == "romoa":
-    return sorted(_ROMOA_HPARAMS)
-  if name in _RULES:
-    return sorted(_RULES[name].hparams)
-  raise ValueError(f"unknown aggregator {name!r}; choose from {names()}.")
+  return sorted(RULES.hparams(name))
 
 
-class CenteredClippingState(NamedTuple):
-  """State of stateful centered clipping: the previous aggregate."""
-  center: Array
+def _accepted(fn: Callable, values: dict) -> dict:
+  params = inspect.signature(fn).parameters
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    return dict(values)
+  return {k: v for k, v in values.items() if k in params}
 
 
-def _resolve(name: str, defaults: dict[str, Any], given: dict[str, Any], what: str):
-  unknown = sorted(set(given) - set(defaults))
-  if unknown:
-    raise ValueError(f"{what} {name!r} does not take {unknown}; it takes "
-                     f"{sorted(defaults) or 'no hyper-parameters'}.")
-  out = {**defaults, **given}
-  missing = [k for k, v in out.items() if v is None and k != "num_selected"]
-  if missing:
-    raise ValueError(f"{what} {name!r} needs {missing}.")
+def _resolve(registry: Registry, name: str, given: dict) -> dict:
+  """Defaults completed by ``given``; raises for unknown or missing ones."""
+  registry.check_hparams(name, given)
+  out = {}
+  for key, param in registry.hparams(name).items():
+    if key in given:
+      out[key] = given[key]
+    elif param.default is inspect.Parameter.empty:
+      raise ValueError(f"{registry.family} {name!r} needs {key}.")
+    else:
+      out[key] = param.default
   return out
 
 
-def _build_pre(spec, rule_hparams):
-  if isinstance(spec, str):
-    name, given = spec, {}
-  else:
-    name, given = spec[0], dict(spec[1])
-  if name not in _PRE:
-    raise ValueError(f"unknown pre-aggregator {name!r}; choose from {pre_aggregator_names()}.")
-  fn, defaults, check = _PRE[name]
-  # A pre-aggregator inherits num_byzantine from the rule unless given.
-  inherited = {k: v for k, v in rule_hparams.items() if k in defaults and k not in given}
-  hp = _resolve(name, defaults, {**inherited, **given}, "pre-aggregator")
-  return name, functools.partial(fn, **hp), functools.partial(check, **hp)
+class _Stage:
+  """A pre-aggregator with its hyper-parameters bound."""
+
+  def __init__(self, spec, rule_hparams: dict):
+    if isinstance(spec, str):
+      name, given = spec, {}
+    else:
+      name, given = spec[0], dict(spec[1])
+    entry = PRE_AGGREGATORS.entry(name)
+    accepted = PRE_AGGREGATORS.hparams(name)
+    # A pre-aggregator inherits num_byzantine (and any shared name) from the
+    # rule unless given.
+    inherited = {k: v for k, v in rule_hparams.items()
+                 if k in accepted and k not in given}
+    self.name = entry.name
+    self.hp = _resolve(PRE_AGGREGATORS, name, {**inherited, **given})
+    self.fn = functools.partial(entry.target, **self.hp)
+    self.takes_key = entry.skip == 2
+    self.rows_check = entry.meta.get("rows_check")
+    self.rows_after = entry.meta.get("rows_after")
+
+  def check(self, n: int) -> int:
+    if self.rows_check is not None:
+      self.rows_check(n, **_accepted(self.rows_check, self.hp))
+    if self.rows_after is not None:
+      return self.rows_after(n, **_accepted(self.rows_after, self.hp))
+    return n
+
+  def __call__(self, key, updates, mask):
+    if self.takes_key:
+      if key is None:
+        raise ValueError(f"{self.name} needs a PRNG key: pass key= to update.")
+      return self.fn(key, updates, mask=mask)
+    return self.fn(updates, mask=mask)
 
 
-def get(name: str, *, pre_aggregators: Sequence[Union[str, tuple[str, dict]]] = (),
-        num_clients: Optional[int] = None, **hparams) -> _base.Aggregator:
+def _stateless(name: str, hp: dict) -> base.Aggregator:
+  """A registered ``impl`` as an :class:`Aggregator` with an empty state."""
+  entry = RULES.entry(name)
+  impl = functools.partial(entry.target, **hp)
+  takes_weights = "weights" in inspect.signature(entry.target).parameters
+
+  def update(updates, state, *, key=None, mask=None, weights=None, **context):
+    del key, context  # Behaviour-based rules use the context; these do not.
+    kwargs = {"weights": weights} if takes_weights else {}
+    out, extra = impl(updates, mask=mask, **kwargs)
+    return out, state, dict(extra)
+
+  return base.Aggregator(lambda params: base.EmptyState(), update)
+
+
+def _rows_check(name: str, hp: dict) -> Callable[[int], None]:
+  check = RULES.entry(name).meta.get("rows_check")
+  if check is None:
+    return lambda n: None
+  return lambda n: check(n, **_accepted(check, hp))
+
+
+def get(name: str, *,
+        pre_aggregators: Sequence[Union[str, tuple[str, dict]]] = (),
+        num_clients: Optional[int] = None, params: Any = None,
+        **hparams) -> base.Aggregator:
   """Builds a rule by name as an :class:`Aggregator`.
 
   Args:
     name: one of :func:`names` (``"median"`` is an alias of
       ``"coordinate_median"``, ``"rfa"`` the geometric median with RFA's 4
       steps, ``"centered_clipping"`` carries the previous aggregate as its
-      center).
+      center, ``"romoa"`` Romoa's sanitizing factors).
     pre_aggregators: names (or ``(name, hparams)`` pairs) applied in order
-      before the rule: ``"nnm"``, ``"arc"``, ``"clip_by_norm"``,
-      ``"bucketing"``. ``num_byzantine`` is inherited from the rule.
-    num_clients: if given, hyper-parameters are checked against it now.
+      before the rule: see :func:`pre_aggregator_names`. A pre-aggregator
+      inherits the hyper-parameters it shares with the rule
+      (``num_byzantine``).
+    num_clients: if given, hyper-parameters are checked against it now (and
+      stateful rules size their state with it).
+    params: the model's parameters, for rules that read its layout (Romoa).
     **hparams: the rule's hyper-parameters (e.g. ``num_byzantine=2``).
 
   Returns:
-    ``Aggregator(init, update)`` with
-    ``update(updates, state, *, key=None, mask=None, weights=None) ->
-    (aggregate, state, info)``.
+    ``Aggregator(init, update)`` with ``update(updates, state, *, key=None,
+    mask=None, weights=None, **context) -> (aggregate, state, info)``;
+    ``info`` always holds ``rejected``, ``num_rejected`` and
+    ``num_nonfinite`` (rows masked or non-finite at the input).
 
   Raises:
-    ValueError: unknown name or hyper-parameter, or (with ``num_clients``)
-      values the rule cannot work with.
+    ValueError: unknown name or hyper-parameter (the message lists the
+      choices), or (with ``num_clients``) values the rule cannot work with.
   """
-  if name == "romoa":
-    # Stateful, per-parameter factors: see robustfl_jax/aggregators/romoa.py.
-    from robustfl_jax.aggregators import romoa  # pylint: disable=import-outside-toplevel
-    if pre_aggregators:
-      raise ValueError("romoa takes no pre_aggregators.")
-    unknown = sorted(set(hparams) - set(_ROMOA_HPARAMS))
-    if unknown:
-      raise ValueError(f"aggregator 'romoa' does not take {unknown}; it takes "
-                       f"{sorted(_ROMOA_HPARAMS)}.")
-    return romoa.romoa(num_clients=num_clients, **hparams)
-  if name in _STATEFUL:
-    hp = _resolve(name, _STATEFUL[name], hparams, "aggregator")
-    rule = None
-  elif name in _RULES:
-    rule = _RULES[name]
-    hp = _resolve(name, rule.hparams, hparams, "aggregator")
+  entry = RULES.entry(name)
+  name = entry.name
+  if entry.meta["kind"] == "rule":
+    hp = _resolve(RULES, name, hparams)
+    inner = _stateless(name, hp)
+    inner_check = _rows_check(name, hp)
   else:
-    raise ValueError(f"unknown aggregator {name!r}; choose from {names()}.")
-  pres = [_build_pre(p, hp) for p in pre_aggregators]
-  if name == "centered_clipping":
-    _clipping._centered_clipping(jnp.zeros((1, 1)), None, hp["radius"], hp["num_iters"])
+    if pre_aggregators and not entry.meta.get("takes_pre_aggregators", True):
+      raise ValueError(f"{name} takes no pre_aggregators.")
+    hp = dict(hparams)
+    inner = RULES.build(name, hp, {"num_clients": num_clients,
+                                   "params": params})
+    inner_check = lambda n: None
+  stages = [_Stage(p, hp) for p in pre_aggregators]
 
   def check(n: int) -> None:
-    for pre_name, _, pre_check in pres:
-      pre_check(n)
-      if pre_name == "bucketing":
-        n = -(-n // dict(pre_check.keywords)["bucket_size"])
-    if rule is not None and rule.check is not None:
-      rule.check(n, **hp)
+    for stage in stages:
+      n = stage.check(n)
+    inner_check(n)
 
   if num_clients is not None:
     check(int(num_clients))
 
-  def init(params):
-    if name == "centered_clipping":
-      flat = params if isinstance(params, jax.Array) and params.ndim == 1 else ravel_pytree(params)[0]
-      return CenteredClippingState(jnp.zeros_like(flat))
-    return _base.EmptyState()
-
   def update(updates, state, *, key=None, mask=None, weights=None, **context):
-    del context  # Behaviour-based rules use it; distance rules do not.
-    _base.check_updates(updates, name)
+    base.check_updates(updates, name)
     check(updates.shape[0])
-    finite = _base.valid_rows(updates)
-    mask = _base.check_mask(mask, updates.shape[0])
+    finite = base.valid_rows(updates)
+    mask = base.check_mask(mask, updates.shape[0])
     valid = finite if mask is None else finite & mask
-    info = _base.base_info(finite, valid)
+    info = base.base_info(finite, valid)
     x, stage_mask = updates, mask
-    keys = jax.random.split(key, len(pres)) if key is not None else [None] * len(pres)
-    for (pre_name, fn, _), k in zip(pres, keys):
-      if pre_name == "bucketing":
-        if k is None:
-          raise ValueError("bucketing needs a PRNG key: pass key= to update.")
-        x = fn(k, x, mask=stage_mask)
-      else:
-        x = fn(x, mask=stage_mask)
-      stage_mask = None  # later stages see excluded rows as NaN rows
-    rule_weights = weights if not pres else None
-    if name == "centered_clipping":
-      out, extra = _clipping._centered_clipping(x, state.center, hp["radius"],
-                                                hp["num_iters"], stage_mask)
-      out = out.astype(updates.dtype)
-      state = CenteredClippingState(out.astype(state.center.dtype))
-    else:
-      kwargs = dict(hp)
-      if rule.takes_weights:
-        kwargs["weights"] = rule_weights
-      out, extra = rule.impl(x, mask=stage_mask, **kwargs)
+    if stages:
+      keys = (jax.random.split(key, len(stages) + 1) if key is not None
+              else [None] * (len(stages) + 1))
+      key = keys[-1]
+      for stage, k in zip(stages, keys):
+        x = stage(k, x, stage_mask)
+        stage_mask = None  # later stages see excluded rows as NaN rows
+      weights = None  # sample-count weights describe clients, not mixed rows
+    out, state, extra = inner.update(x, state, key=key, mask=stage_mask,
+                                     weights=weights, **context)
     same_rows = x.shape[0] == updates.shape[0]
     for k, v in extra.items():
+      if k in info:
+        continue  # the input's own row accounting above is the reference
       info[k if same_rows else f"bucket_{k}"] = v
     return out, state, info
 
-  return _base.Aggregator(init, update)
+  return base.Aggregator(inner.init, update)
 
 
 def validate(name: str, num_clients: int, **kwargs) -> None:

@@ -79,7 +79,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators._registry import register
 
 Array = jax.Array
 
@@ -318,11 +319,13 @@ def cluster_modes(measurements: Array, valid: Array, quantile: float = 0.3,
   return jax.lax.map(one, measurements.T, batch_size=chunk)
 
 
+@register("romoa", takes_pre_aggregators=False, section="romoa",
+          lookahead=True)
 def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
           num_clients: Optional[int] = None,
           selection_fraction: Optional[float] = None, beta: float = 0.5,
           quantile: float = 0.3, pearson: str = "paper",
-          max_iter: int = 300) -> _base.Aggregator:
+          max_iter: int = 300) -> base.Aggregator:
   """Builds Romoa as an optax-style :class:`Aggregator`.
 
   ``update(updates, state, *, key=None, mask=None, weights=None,
@@ -371,9 +374,9 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
   if pearson not in PEARSON_FORMS:
     raise ValueError(f"romoa: pearson (romoa.pearson) must be one of "
                      f"{PEARSON_FORMS}; got {pearson!r}.")
-  max_iter = _base.check_int(max_iter, "max_iter", "romoa", minimum=1)
+  max_iter = base.check_int(max_iter, "max_iter", "romoa", minimum=1)
   if num_clients is not None:
-    num_clients = _base.check_int(num_clients, "num_clients", "romoa", 1)
+    num_clients = base.check_int(num_clients, "num_clients", "romoa", 1)
   if params is not None and layer_sizes is not None:
     raise ValueError("romoa: give params or layer_sizes, not both.")
   layers = None
@@ -410,7 +413,7 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
   def update(updates, state, *, key=None, mask=None, weights=None,
              global_params=None, lookahead_step=None, **context):
     del key, weights, context
-    _base.check_updates(updates, "romoa")
+    base.check_updates(updates, "romoa")
     n, d = updates.shape
     if state.factors.shape[0] == 0 and state.factors.shape[1] == d:
       state = _fresh_state(n, d)
@@ -422,12 +425,12 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
     fraction = 1.0 / n if selection_fraction is None else selection_fraction
     k = num_selected(d, fraction)
 
-    finite = _base.valid_rows(updates)
-    mask_ = _base.check_mask(mask, n)
+    finite = base.valid_rows(updates)
+    mask_ = base.check_mask(mask, n)
     valid = finite if mask_ is None else finite & mask_
-    info = _base.base_info(finite, valid)
+    info = base.base_info(finite, valid)
     num_valid = jnp.sum(valid)
-    deltas = _base.zero_invalid(updates, valid).astype(jnp.float32)
+    deltas = base.zero_invalid(updates, valid).astype(jnp.float32)
     ref = jnp.sum(deltas, axis=0) / jnp.maximum(num_valid, 1)
 
     restart = (jnp.asarray(True) if lookahead_step is None
@@ -440,9 +443,9 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
     cross = jnp.where(valid_col, cross, 0.0)
     own_sq = jnp.where(valid_col, own_sq, 0.0)
 
-    base = (jnp.zeros((d,), jnp.float32) if global_params is None
+    origin = (jnp.zeros((d,), jnp.float32) if global_params is None
             else jnp.asarray(global_params, jnp.float32).reshape(d))
-    selected = select_parameters(base[None, :] + deltas, valid, k)
+    selected = select_parameters(origin[None, :] + deltas, valid, k)
 
     s_cos = elementwise_cosine(cross, own_sq, ref_sq)
     l_cos = layerwise_cosine(deltas, ref, layer_ids, num_layers)
@@ -470,4 +473,4 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
                            ref_sq=ref_sq)
     return aggregate.astype(updates.dtype), new_state, info
 
-  return _base.Aggregator(init, update)
+  return base.Aggregator(init, update)

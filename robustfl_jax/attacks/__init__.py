@@ -5,6 +5,10 @@ Every attack is a pure, jittable function
 ``updates: [n, d]`` and ``byzantine_mask: bool[n]`` (possibly traced); only
 Byzantine rows change, shape and dtype are kept. Honest statistics are taken
 over the honest rows (over all rows when every row is Byzantine).
+:func:`get` returns any registered attack by name as an :class:`Attack`,
+called as ``attack(key, updates, byzantine_mask, **context)``; attacks that
+change the Byzantine clients' training (targeted poisoning) or data (label
+flipping, backdoors) are :class:`Attack` objects too.
 
 >>> import jax, jax.numpy as jnp
 >>> from robustfl_jax import attacks
@@ -15,12 +19,20 @@ over the honest rows (over all rows when every row is Byzantine).
 >>> poisoned = attack(jax.random.key(0), updates, mask)
 """
 
+from robustfl_jax.attacks._registry import ATTACKS
+from robustfl_jax.attacks._registry import Attack
+from robustfl_jax.attacks._registry import as_attack
+from robustfl_jax.attacks._registry import get
+from robustfl_jax.attacks._registry import hparams
+from robustfl_jax.attacks._registry import names
+from robustfl_jax.attacks._registry import register_attack
+from robustfl_jax.attacks._registry import register_factory
 from robustfl_jax.attacks._adaptive import aggregator_aware
 from robustfl_jax.attacks._adaptive import gradient_attack
 from robustfl_jax.attacks._adaptive import stealth
 from robustfl_jax.attacks._fang import fang_krum
+from robustfl_jax.attacks._fang import fang_krum_scores
 from robustfl_jax.attacks._fang import fang_trimmed_mean
-from robustfl_jax.attacks._fang import krum_scores
 from robustfl_jax.attacks._min_max import min_max
 from robustfl_jax.attacks._min_max import min_sum
 from robustfl_jax.attacks._omniscient import alie
@@ -28,8 +40,6 @@ from robustfl_jax.attacks._omniscient import alie_z_max
 from robustfl_jax.attacks._omniscient import ipm
 from robustfl_jax.attacks._omniscient import mimic
 from robustfl_jax.attacks._omniscient import mimic_target
-from robustfl_jax.attacks._registry import get
-from robustfl_jax.attacks._registry import names
 from robustfl_jax.attacks._simple import gaussian_noise
 from robustfl_jax.attacks._simple import model_replacement
 from robustfl_jax.attacks._simple import non_finite
@@ -37,7 +47,7 @@ from robustfl_jax.attacks._simple import random
 from robustfl_jax.attacks._simple import scaling
 from robustfl_jax.attacks._simple import sign_flip
 from robustfl_jax.attacks._simple import zero
-from robustfl_jax.attacks._strategic import differentiable_rule
+from robustfl_jax.attacks._strategic import attacker_sample
 from robustfl_jax.attacks._strategic import distance_bounded
 from robustfl_jax.attacks._strategic import honest_ball
 from robustfl_jax.attacks._strategic import validation_evading
@@ -45,36 +55,26 @@ from robustfl_jax.attacks._targeted import auxiliary_set
 from robustfl_jax.attacks._targeted import boost
 from robustfl_jax.attacks._targeted import make_alternating_minimization
 from robustfl_jax.attacks._targeted import targeted_objective
+from robustfl_jax.attacks._targeted import tpa
+from robustfl_jax.attacks._targeted import tpa_am
+from robustfl_jax.attacks import data_poisoning
+from robustfl_jax.attacks.data_poisoning import DATA_ATTACKS
+from robustfl_jax.attacks.data_poisoning import DataPoisoning
+from robustfl_jax.attacks.data_poisoning import add_trigger
+from robustfl_jax.attacks.data_poisoning import backdoor
+from robustfl_jax.attacks.data_poisoning import label_flip
+from robustfl_jax.attacks.data_poisoning import poison_clients
+from robustfl_jax.attacks.data_poisoning import targeted_label_flip
 
 __all__ = (
-    "aggregator_aware",
-    "alie",
-    "alie_z_max",
-    "fang_krum",
-    "fang_trimmed_mean",
-    "gaussian_noise",
-    "get",
-    "gradient_attack",
-    "ipm",
-    "krum_scores",
-    "mimic",
-    "mimic_target",
-    "min_max",
-    "min_sum",
-    "model_replacement",
-    "names",
-    "non_finite",
-    "random",
-    "scaling",
-    "sign_flip",
-    "stealth",
-    "zero",
-    "differentiable_rule",
-    "distance_bounded",
-    "honest_ball",
-    "validation_evading",
-    "auxiliary_set",
-    "boost",
-    "make_alternating_minimization",
-    "targeted_objective",
+    "ATTACKS", "Attack", "DATA_ATTACKS", "DataPoisoning", "add_trigger",
+    "aggregator_aware", "alie", "alie_z_max", "as_attack", "attacker_sample",
+    "auxiliary_set", "backdoor", "boost", "data_poisoning", "distance_bounded",
+    "fang_krum", "fang_krum_scores", "fang_trimmed_mean", "gaussian_noise",
+    "get", "gradient_attack", "honest_ball", "hparams", "ipm", "label_flip",
+    "make_alternating_minimization", "mimic", "mimic_target", "min_max",
+    "min_sum", "model_replacement", "names", "non_finite", "poison_clients",
+    "random", "register_attack", "register_factory", "scaling", "sign_flip",
+    "stealth", "targeted_label_flip", "targeted_objective", "tpa", "tpa_am",
+    "validation_evading", "zero",
 )

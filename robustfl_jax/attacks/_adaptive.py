@@ -3,22 +3,25 @@
 The factories here take a rule ``rule(updates) -> [d]`` (any callable, e.g.
 ``functools.partial(aggregators.trimmed_mean, num_trim=2)``) and return an
 attack ``attack(key, updates, byzantine_mask) -> updates`` with the common
-contract: pure, jittable, only Byzantine rows change, dtype kept.
+contract: pure, jittable, only Byzantine rows change, dtype kept. In a
+config the rule is the experiment's own aggregator (the ``rule`` context).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import (Attack, as_attack, get,
+                                            register_factory)
 
 Array = jax.Array
 Rule = Callable[[Array], Array]
-Attack = Callable[[Array, Array, Array], Array]
+AttackFn = Callable[[Array, Array, Array], Array]
 
 _GOLDEN = 0.6180339887498949
 
@@ -36,8 +39,9 @@ def _deviation(rule: Rule, x: Array, byzantine_mask: Array, rows_value: Array,
   return jnp.where(jnp.isnan(dev), -jnp.inf, dev)
 
 
+@register_factory()
 def aggregator_aware(rule: Rule, direction: str = "unit", max_scale: Any = 10.0,
-                     num_grid: int = 33, num_refine: int = 16) -> Attack:
+                     num_grid: int = 33, num_refine: int = 16) -> AttackFn:
   """Builds an attack that tunes ``mean + gamma * p`` against a given rule.
 
   All Byzantine rows send ``mean + t * R * p / ||p||`` where ``p`` is the
@@ -119,8 +123,9 @@ def aggregator_aware(rule: Rule, direction: str = "unit", max_scale: Any = 10.0,
   return jax.jit(attack)
 
 
+@register_factory()
 def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
-                    step_size: Any = 0.1, relative: bool = True) -> Attack:
+                    step_size: Any = 0.1, relative: bool = True) -> AttackFn:
   """Builds a gradient-based attack through a differentiable rule.
 
   The Byzantine rows ``Y`` maximise ``||rule(updates with Y) - mean||^2`` by
@@ -214,13 +219,14 @@ def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
   return jax.jit(attack)
 
 
-def stealth(attack: Attack, alpha: Any = 0.5) -> Attack:
+def stealth(attack: Any, alpha: Any = 0.5) -> Attack:
   """Builds a stealthier attack: ``(1 - alpha) * own update + alpha * poison``.
 
   Romoa's stealth factor ``alpha_t`` in ``[0, 1]`` lowers the poison dosage:
   the adversary's goal ``(1 - alpha) theta^a + alpha O^b`` mixes its own
   (honest) model with the poisoned one; ``alpha = 1`` is the full attack and
-  ``alpha = 0`` no attack. Applied here on Byzantine rows of the updates.
+  ``alpha = 0`` no attack. Applied here on Byzantine rows of the updates;
+  what the attack does to training or data is kept as it is.
 
   References:
     Y. Mao, X. Yuan, X. Zhao, S. Zhong. Romoa: Robust Model Aggregation for
@@ -228,12 +234,14 @@ def stealth(attack: Attack, alpha: Any = 0.5) -> Attack:
     2021 (Section 3, "Stealth Factor").
 
   Args:
-    attack: ``attack(key, updates, byzantine_mask) -> updates`` (e.g. from
+    attack: an attack function ``attack(key, updates, byzantine_mask) ->
+      updates`` or an :class:`~robustfl_jax.attacks.Attack` (e.g. from
       :func:`robustfl_jax.attacks.get`).
     alpha: the stealth factor in ``[0, 1]``.
 
   Returns:
-    ``attack(key, updates, byzantine_mask) -> updates``.
+    An :class:`~robustfl_jax.attacks.Attack`, called as ``attack(key,
+    updates, byzantine_mask, **context) -> updates``.
 
   Raises:
     ValueError: if ``alpha`` is a Python number outside ``[0, 1]``.
@@ -244,15 +252,24 @@ def stealth(attack: Attack, alpha: Any = 0.5) -> Attack:
   """
   if _common.is_python_number(alpha) and not 0 <= alpha <= 1:
     raise ValueError(f"stealth needs 0 <= alpha <= 1; got alpha={alpha}.")
+  inner = as_attack(attack)
 
-  @functools.wraps(attack)
-  def wrapped(key, updates, byzantine_mask):
+  def mixed(key, updates, byzantine_mask, **context):
     updates, byzantine_mask = _common.check_inputs("stealth", updates, byzantine_mask)
-    poison = jnp.asarray(attack(key, updates, byzantine_mask))
+    poison = jnp.asarray(inner(key, updates, byzantine_mask, **context))
     ct = _common.compute_dtype(updates.dtype)
     a = jnp.asarray(alpha, ct)
     own, bad = updates.astype(ct), poison.astype(ct)
     mixed = jnp.where(a == 1, bad, jnp.where(a == 0, own, (1 - a) * own + a * bad))
     return _common.replace_rows(updates, byzantine_mask, mixed)
 
-  return wrapped
+  return dataclasses.replace(inner, name=f"stealth({inner.name})", update=mixed)
+
+
+@register_factory("stealth", configurable=False)
+def _stealth_by_name(*, attack: Any, alpha: Any = 0.5,
+                     attack_hparams: Optional[dict] = None) -> Attack:
+  """``stealth`` for configs: the inner attack may be a name with hparams."""
+  if isinstance(attack, str):
+    attack = get(attack, **(attack_hparams or {}))
+  return stealth(attack, alpha)

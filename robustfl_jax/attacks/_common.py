@@ -123,10 +123,11 @@ def sq_distances_to(x: Array, point: Array) -> Array:
   return jnp.sum(jnp.square(x - point), axis=-1)
 
 
-def pairwise_sq_distances(x: Array) -> Array:
+def direct_pairwise_sq_distances(x: Array) -> Array:
   """``[n, n]`` squared distances by direct differences, one row at a time.
 
-  Direct differences (not the Gram form) keep small distances between large
+  Direct differences (not the Gram form of
+  :func:`robustfl_jax.aggregators.pairwise_sq_distances`) keep small distances between large
   rows exact in float32, which the searches below compare against thresholds;
   the diagonal is exactly zero.
   """

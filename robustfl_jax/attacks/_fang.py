@@ -17,10 +17,12 @@ import jax.numpy as jnp
 from jax.scipy import special
 
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import register_attack
 
 Array = jax.Array
 
 
+@register_attack()
 def fang_trimmed_mean(key: Array, updates: Array, byzantine_mask: Array,
                       b: Any = 2.0) -> Array:
   """Fang et al.'s full-knowledge attack on trimmed mean and coordinate median.
@@ -65,11 +67,18 @@ def fang_trimmed_mean(key: Array, updates: Array, byzantine_mask: Array,
   return _fang_trimmed_mean(key, updates, byzantine_mask, b)
 
 
-def krum_scores(updates: Array, num_byzantine: Any) -> Array:
-  """Krum scores (Blanchard et al. 2017): sum of the ``n - f - 2`` smallest
-  squared distances from each row to the other rows. ``f`` may be traced."""
+def fang_krum_scores(updates: Array, num_byzantine: Any) -> Array:
+  """Krum scores as Fang et al.'s attack evaluates them, from raw updates.
+
+  The sum of the ``n - f - 2`` smallest squared distances from each row to the
+  other rows (Blanchard et al. 2017). Unlike
+  :func:`robustfl_jax.aggregators.krum_scores` (which scores a precomputed
+  distance matrix over candidate rows), ``f`` may be traced, so the attack's
+  search over ``lambda`` compiles once; distances are direct differences
+  (:func:`direct_pairwise_sq_distances`), exact for nearly equal rows.
+  """
   n = updates.shape[0]
-  dist = _common.pairwise_sq_distances(updates)
+  dist = _common.direct_pairwise_sq_distances(updates)
   dist = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, dist)
   nearest = jnp.sort(dist, axis=1)[:, : n - 1]
   k = n - 2 - jnp.asarray(num_byzantine)
@@ -85,7 +94,7 @@ def _lambda_upper_bound(x: Array, rows: Array, num_byzantine: Array) -> Array:
   """
   n, d = x.shape
   ct = x.dtype
-  dist = jnp.sqrt(_common.pairwise_sq_distances(x))
+  dist = jnp.sqrt(_common.direct_pairwise_sq_distances(x))
   pair_ok = rows[:, None] & rows[None, :] & ~jnp.eye(n, dtype=bool)
   nearest = jnp.sort(jnp.where(pair_ok, dist, jnp.inf), axis=1)[:, : n - 1]
   k = n - 2 - num_byzantine
@@ -97,6 +106,7 @@ def _lambda_upper_bound(x: Array, rows: Array, num_byzantine: Array) -> Array:
   return min_sum / (denom * sqrt_d) + max_norm / sqrt_d
 
 
+@register_attack()
 def fang_krum(key: Array, updates: Array, byzantine_mask: Array,
               num_byzantine: Optional[int] = None, epsilon: Any = 0.01,
               threshold: Any = 1e-5, max_halvings: int = 64) -> Array:
@@ -178,7 +188,7 @@ def _fang_krum(key, updates, byzantine_mask, num_byzantine, epsilon, threshold,
     return jnp.where(byzantine_mask[:, None], lam * (offsets - direction), x)
 
   def krum_picks_byzantine(lam):
-    return byzantine_mask[jnp.argmin(krum_scores(poisoned(lam), f))]
+    return byzantine_mask[jnp.argmin(fang_krum_scores(poisoned(lam), f))]
 
   threshold = jnp.asarray(threshold, ct)
 

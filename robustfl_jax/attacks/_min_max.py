@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import register_attack
 
 Array = jax.Array
 
@@ -53,7 +54,7 @@ def _search_impl(updates, byzantine_mask, gamma_init, tolerance, *, direction,
   mean, std = _common.honest_mean_and_std(x, byzantine_mask)
   perturbation = _common.poison_direction(direction, mean, std)
 
-  pair = _common.pairwise_sq_distances(x)
+  pair = _common.direct_pairwise_sq_distances(x)
   pair = jnp.where(rows[:, None] & rows[None, :], pair, 0)
   if objective == "max":
     bound = jnp.max(pair)
@@ -84,6 +85,7 @@ def _search_impl(updates, byzantine_mask, gamma_init, tolerance, *, direction,
   return _common.replace_rows(updates, byzantine_mask, mean + gamma * perturbation)
 
 
+@register_attack()
 def min_max(key: Optional[Array], updates: Array, byzantine_mask: Array,
             direction: str = "unit", gamma_init: Any = 10.0,
             tolerance: Any = 1e-5, max_iter: int = 64) -> Array:
@@ -125,6 +127,7 @@ def min_max(key: Optional[Array], updates: Array, byzantine_mask: Array,
                  tolerance, max_iter, "max")
 
 
+@register_attack()
 def min_sum(key: Optional[Array], updates: Array, byzantine_mask: Array,
             direction: str = "unit", gamma_init: Any = 10.0,
             tolerance: Any = 1e-5, max_iter: int = 64) -> Array:

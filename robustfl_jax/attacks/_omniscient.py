@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jax.scipy import special
 
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import register_attack
 
 Array = jax.Array
 
@@ -63,8 +64,9 @@ def _alie_z_traced(num_clients: int, num_byzantine: Array, dtype: Any) -> Array:
   return jnp.where(honest >= 2, z, 0.0)
 
 
+@register_attack()
 def alie(key: Optional[Array], updates: Array, byzantine_mask: Array,
-         z: Any = None, num_byzantine: Optional[int] = None) -> Array:
+         z: Optional[float] = None, num_byzantine: Optional[int] = None) -> Array:
   """"A Little Is Enough" (ALIE): every Byzantine row sends ``mean - z * std``.
 
   The attacker moves each coordinate by ``z`` honest standard deviations, small
@@ -126,6 +128,7 @@ def _alie(updates: Array, byzantine_mask: Array, z: Any) -> Array:
   return _common.replace_rows(updates, byzantine_mask, mean - jnp.asarray(z, ct) * std)
 
 
+@register_attack()
 def ipm(key: Optional[Array], updates: Array, byzantine_mask: Array,
         epsilon: Any = 0.1) -> Array:
   """Inner-product manipulation (IPM): every Byzantine row sends ``-epsilon * mean``.
@@ -186,6 +189,7 @@ def _mimic_target(updates: Array, byzantine_mask: Array) -> Array:
   return jnp.argmax(jnp.where(rows, top, -1.0)).astype(jnp.int32)
 
 
+@register_attack(exclude=("target",))
 def mimic(key: Optional[Array], updates: Array, byzantine_mask: Array,
           target: Optional[int] = None) -> Array:
   """Mimic: every Byzantine row copies one honest client's update.

@@ -15,10 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import register_attack
 
 Array = jax.Array
 
 
+@register_attack()
 def sign_flip(key: Optional[Array], updates: Array, byzantine_mask: Array) -> Array:
   """Sign-flipping attack: each Byzantine row sends ``-u``.
 
@@ -42,6 +44,7 @@ def sign_flip(key: Optional[Array], updates: Array, byzantine_mask: Array) -> Ar
   return _common.replace_rows(updates, byzantine_mask, -updates)
 
 
+@register_attack()
 def scaling(key: Optional[Array], updates: Array, byzantine_mask: Array,
             factor: Any = 100.0) -> Array:
   """Scaling attack: each Byzantine row sends ``factor * u``.
@@ -68,6 +71,7 @@ def scaling(key: Optional[Array], updates: Array, byzantine_mask: Array,
   return _common.replace_rows(updates, byzantine_mask, poisoned)
 
 
+@register_attack()
 def gaussian_noise(key: Array, updates: Array, byzantine_mask: Array,
                    std: Any = 10.0) -> Array:
   """Additive Gaussian noise attack: each Byzantine row sends ``u + N(0, std^2 I)``.
@@ -98,6 +102,7 @@ def gaussian_noise(key: Array, updates: Array, byzantine_mask: Array,
   return _common.replace_rows(updates, byzantine_mask, updates.astype(ct) + noise)
 
 
+@register_attack()
 def random(key: Array, updates: Array, byzantine_mask: Array) -> Array:
   """Random replacement attack: each Byzantine row sends a fresh ``N(0, I)`` draw.
 
@@ -119,6 +124,7 @@ def random(key: Array, updates: Array, byzantine_mask: Array) -> Array:
   return _common.replace_rows(updates, byzantine_mask, noise)
 
 
+@register_attack()
 def zero(key: Optional[Array], updates: Array, byzantine_mask: Array) -> Array:
   """Zero attack: each Byzantine row sends the zero update (a free rider).
 
@@ -141,6 +147,7 @@ def zero(key: Optional[Array], updates: Array, byzantine_mask: Array) -> Array:
 _NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 
 
+@register_attack()
 def non_finite(key: Optional[Array], updates: Array, byzantine_mask: Array,
                value: str = "nan") -> Array:
   """Non-finite attack: each Byzantine row is filled with NaN, +Inf or -Inf.
@@ -170,8 +177,9 @@ def non_finite(key: Optional[Array], updates: Array, byzantine_mask: Array,
       updates, byzantine_mask, jnp.asarray(_NON_FINITE[value], updates.dtype))
 
 
+@register_attack()
 def model_replacement(key: Optional[Array], updates: Array, byzantine_mask: Array,
-                      boost: Any = None, server_lr: Any = 1.0) -> Array:
+                      boost: Optional[float] = None, server_lr: Any = 1.0) -> Array:
   """Model-replacement boosting: each Byzantine row sends ``gamma * u``.
 
   Bagdasaryan et al. show that an attacker who wants the global model ``G`` to

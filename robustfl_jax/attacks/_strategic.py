@@ -26,97 +26,23 @@ References:
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional
 
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from robustfl_jax import aggregators
 from robustfl_jax.attacks import _adaptive
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import register_factory
 
 Array = jax.Array
 Rule = Callable[[Array], Array]
 
-DISTANCE_RULES = ("mean", "median", "coordinate_median", "trimmed_mean", "krum",
-                  "geometric_median", "centered_clipping")
-
-
-def _weiszfeld(updates: Array, max_iter: int, smoothing: float) -> Array:
-  """Smoothed Weiszfeld with a fixed step count (``fori_loop``: differentiable)."""
-  x = updates.astype(jnp.float32)
-
-  def step(_, z):
-    dist = jnp.sqrt(jnp.sum(jnp.square(x - z), axis=1) + smoothing ** 2)
-    beta = 1.0 / dist
-    return (beta / jnp.sum(beta)) @ x
-
-  return jax.lax.fori_loop(0, max_iter, step, jnp.mean(x, axis=0))
-
-
-def _sorted_rows(updates: Array, lo: int, hi: int) -> Array:
-  """Rows ``lo..hi-1`` of the column-wise sort, differentiable as a gather.
-
-  The order is computed without gradient and the values gathered with
-  ``take_along_axis``, whose transpose is a cheap scatter (reverse-mode
-  through ``jnp.sort`` on ``[n, d]`` is much slower on CPU). Assumes finite
-  rows (the attack's and the honest ones are).
-  """
-  x = updates.astype(jnp.float32)
-  order = jnp.argsort(jax.lax.stop_gradient(x), axis=0)[lo:hi]
-  return jnp.take_along_axis(x, order, axis=0)
-
-
-def _median(updates: Array) -> Array:
-  n = updates.shape[0]
-  rows = _sorted_rows(updates, (n - 1) // 2, n // 2 + 1)
-  return 0.5 * (rows[0] + rows[-1])
-
-
-def _trimmed_mean(updates: Array, num_trim: int) -> Array:
-  n = updates.shape[0]
-  if not 0 <= 2 * num_trim < n:
-    raise ValueError(f"distance_bounded: trimmed_mean needs 0 <= 2 num_trim < n;"
-                     f" got num_trim={num_trim}, n={n}.")
-  return jnp.mean(_sorted_rows(updates, num_trim, n - num_trim), axis=0)
-
-
-def differentiable_rule(name: str, *, num_byzantine: int = 0,
-                        num_trim: Optional[int] = None, radius: float = 10.0,
-                        num_iters: int = 1, max_iter: int = 10,
-                        center: Optional[Array] = None) -> Rule:
-  """A reverse-differentiable ``rule(updates [n, d]) -> [d]`` by name.
-
-  The coordinate median and trimmed mean as gathers of the column-wise
-  order statistics (equal to the library's on finite rows); Krum as the
-  library computes it (the gradient reaches the selected row); the geometric
-  median as ``max_iter`` smoothed Weiszfeld steps in a ``fori_loop`` (the
-  library's ``while_loop`` form has no reverse-mode derivative; with enough
-  steps both agree); centered clipping around ``center`` (zeros when None:
-  the attacker does not see the server's previous aggregate).
-
-  Raises:
-    ValueError: an unknown name (one of :data:`DISTANCE_RULES`).
-  """
-  from robustfl_jax import aggregators as agg  # pylint: disable=import-outside-toplevel
-  if name == "mean":
-    return agg.mean
-  if name in ("median", "coordinate_median"):
-    return _median
-  if name == "trimmed_mean":
-    trim = num_byzantine if num_trim is None else num_trim
-    return functools.partial(_trimmed_mean, num_trim=int(trim))
-  if name == "krum":
-    return functools.partial(agg.krum, num_byzantine=num_byzantine)
-  if name == "geometric_median":
-    return functools.partial(_weiszfeld, max_iter=max_iter, smoothing=1e-5)
-  if name == "centered_clipping":
-    return functools.partial(agg.centered_clipping, center=center,
-                             radius=radius, num_iters=num_iters)
-  raise ValueError(f"distance_bounded: rule={name!r} is not a distance rule it "
-                   f"knows; choose one of {DISTANCE_RULES} or pass a callable.")
+DISTANCE_RULES = aggregators.DIFFERENTIABLE_RULES
 
 
 def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
@@ -133,9 +59,9 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
 
   Args:
     rule: a name from :data:`DISTANCE_RULES` (built with
-      :func:`differentiable_rule` and ``rule_hparams``) or a differentiable
+      :func:`robustfl_jax.aggregators.differentiable_rule` and ``rule_hparams``) or a differentiable
       callable ``rule(updates) -> [d]``.
-    rule_hparams: keyword arguments of :func:`differentiable_rule`
+    rule_hparams: keyword arguments of :func:`robustfl_jax.aggregators.differentiable_rule`
       (``num_byzantine``, ``num_trim``, ``radius``, ``num_iters``,
       ``max_iter``); keys it does not take are ignored.
     budget: the ball radius relative to ``R``, >= 0.
@@ -152,7 +78,7 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
     hp = dict(rule_hparams or {})
     known = ("num_byzantine", "num_trim", "radius", "num_iters", "max_iter")
     hp = {k: v for k, v in hp.items() if k in known and v is not None}
-    rule_fn = differentiable_rule(rule, **hp)
+    rule_fn = aggregators.differentiable_rule(rule, **hp)
     name = rule
   else:
     rule_fn, name = rule, getattr(rule, "__name__", "rule")
@@ -167,6 +93,16 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
 
   distance_bounded_attack.__doc__ = f"distance_bounded attack against {name}."
   return distance_bounded_attack
+
+
+@register_factory("distance_bounded")
+def _distance_bounded_against_rule(*, rule_name: str,
+                                   rule_hparams: Optional[dict] = None,
+                                   budget: float = 1.0, num_steps: int = 30,
+                                   step_size: float = 0.1) -> Callable:
+  """:func:`distance_bounded` against the experiment's rule (by its name)."""
+  return distance_bounded(rule_name, rule_hparams, budget=budget,
+                          num_steps=num_steps, step_size=step_size)
 
 
 def honest_ball(updates: Array, byzantine_mask: Array) -> tuple[Array, Array]:
@@ -218,9 +154,8 @@ def validation_evading(*, apply_fn: Callable, params_template: Any,
     max_scale: the largest scale, > 0.
 
   Returns:
-    ``attack(key, updates, byzantine_mask, *, global_params)``; the function
-    has ``needs_global_params = True`` (the round passes the flat global
-    parameters to such attacks).
+    ``attack(key, updates, byzantine_mask, *, global_params)``: it reads the
+    flat global parameters from the round's context.
 
   Raises:
     ValueError: out-of-range settings or a class outside the labels.
@@ -281,6 +216,39 @@ def validation_evading(*, apply_fn: Callable, params_template: Any,
     chosen = jnp.where(best >= 0, candidates[jnp.maximum(best, 0)], mean)
     return _common.replace_rows(updates, byzantine_mask, chosen)
 
-  attack.needs_global_params = True
   attack.__name__ = "validation_evading"
   return attack
+
+
+def attacker_sample(x: Any, y: Any, per_class: int, num_classes: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Up to ``per_class`` examples of each class: the adversary's own data."""
+  x, y = np.asarray(x), np.asarray(y)
+  rng = np.random.default_rng(seed)
+  idx = np.concatenate([
+      rng.choice(np.flatnonzero(y == c), min(per_class, int(np.sum(y == c))),
+                 replace=False) for c in range(num_classes)])
+  return x[np.sort(idx)], y[np.sort(idx)]
+
+
+@register_factory("validation_evading")
+def _validation_evading_from_data(*, apply_fn: Callable, params: Any,
+                                  dataset: Any, seed: int = 0,
+                                  probe: Any = None, source: int = 6,
+                                  target: int = 3, attacker_per_class: int = 20,
+                                  poison_steps: int = 20,
+                                  poison_lr: float = 0.5,
+                                  num_candidates: int = 9,
+                                  max_scale: float = 4.0) -> Callable:
+  """:func:`validation_evading` for an experiment: class ``source`` is
+  poisoned towards ``target``, with ``attacker_per_class`` training examples
+  of each class as the adversary's data, against the defense's ``probe``
+  (the distance ball when the defense has none)."""
+  x_attack, y_attack = attacker_sample(dataset.x_train, dataset.y_train,
+                                       attacker_per_class, dataset.num_classes,
+                                       seed + 1)
+  return validation_evading(
+      apply_fn=apply_fn, params_template=params, x_attack=x_attack,
+      y_attack=y_attack, target_class=source, flip_to=target, probe=probe,
+      poison_steps=poison_steps, poison_lr=poison_lr,
+      num_candidates=num_candidates, max_scale=max_scale)

@@ -32,7 +32,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Optional
 
 import jax
 import jax.flatten_util
@@ -41,6 +42,7 @@ import numpy as np
 import optax
 
 from robustfl_jax.attacks import _common
+from robustfl_jax.attacks._registry import Attack, register_factory
 
 Array = jax.Array
 
@@ -117,6 +119,10 @@ def boost(key: Array, updates: Array, byzantine_mask: Array,
                               updates.astype(ct) * jnp.asarray(factor, ct))
 
 
+# The update half of TPA under another name: tpa's ``boost`` argument shadows it.
+_boost_rows = boost
+
+
 def make_alternating_minimization(local_train_factory: Callable, *,
                                   x_aux: Any, target: int, boost_factor: float,
                                   rho: float = 1e-2, epochs: int = 1,
@@ -181,3 +187,75 @@ def make_alternating_minimization(local_train_factory: Callable, *,
     return benign._replace(delta=p - start, loss=loss, num_steps=steps)
 
   return local_train
+
+
+def _check_labels(source: int, target: int, num_classes: int = 10) -> None:
+  if not (0 <= source < num_classes and 0 <= target < num_classes
+          and source != target):
+    raise ValueError(f"source and target must be distinct labels in [0, "
+                     f"{num_classes}); got {source} and {target}.")
+
+
+def _check_tpa(source: int = 6, target: int = 3, aux_size: int = 10,
+               benign_weight: float = 0.0, boost: Optional[float] = None,
+               rho: float = 1e-2) -> None:
+  _check_labels(source, target)
+  if int(aux_size) < 1:
+    raise ValueError(f"aux_size must be >= 1; got {aux_size}.")
+  if not benign_weight >= 0:
+    raise ValueError(f"benign_weight must be >= 0; got {benign_weight}.")
+  if boost is not None and not boost > 0:
+    raise ValueError(f"boost must be > 0; got {boost}.")
+  if not rho > 0:
+    raise ValueError(f"rho must be > 0; got {rho}.")
+
+
+@register_factory("tpa", check=_check_tpa)
+def tpa(*, dataset: Any, num_clients: int, seed: int = 0, source: int = 6,
+        target: int = 3, aux_size: int = 10, benign_weight: float = 0.0,
+        boost: Optional[float] = None) -> Attack:
+  """TPA with explicit boosting (Bhagoji et al.), as Romoa's Table 1 runs it.
+
+  The Byzantine clients train on :func:`targeted_objective` with
+  ``aux_size`` training samples of class ``source`` labelled ``target``, and
+  upload their update times ``boost`` (default: ``num_clients``).
+
+  Returns:
+    An :class:`~robustfl_jax.attacks.Attack` with ``train_loss`` and an
+    ``update`` that boosts; its ``evaluation`` measures the ``source ->
+    target`` flip.
+  """
+  _check_tpa(source, target, aux_size, benign_weight, boost)
+  x_aux = auxiliary_set(dataset.x_train, dataset.y_train, source, aux_size,
+                        seed)
+  factor = float(num_clients if boost is None else boost)
+  return Attack("tpa", update=functools.partial(_boost_rows, factor=factor),
+                train_loss=targeted_objective(x_aux, target,
+                                              benign_weight=benign_weight),
+                evaluation={"targeted": (source, target)})
+
+
+@register_factory("tpa_am", check=_check_tpa)
+def tpa_am(*, dataset: Any, num_clients: int, seed: int = 0, source: int = 6,
+           target: int = 3, aux_size: int = 10, boost: Optional[float] = None,
+           rho: float = 1e-2) -> Attack:
+  """TPA by alternating minimisation (Bhagoji et al.): see
+  :func:`make_alternating_minimization`; one alternation per local epoch.
+
+  Returns:
+    An :class:`~robustfl_jax.attacks.Attack` whose ``local_train`` replaces
+    the Byzantine clients' training (the boost is inside it).
+  """
+  _check_tpa(source, target, aux_size, boost=boost, rho=rho)
+  x_aux = auxiliary_set(dataset.x_train, dataset.y_train, source, aux_size,
+                        seed)
+  factor = float(num_clients if boost is None else boost)
+
+  def local_train(factory, local_epochs):
+    return make_alternating_minimization(
+        factory, x_aux=x_aux, target=target, boost_factor=factor, rho=rho,
+        epochs=local_epochs)
+
+  return Attack("tpa_am", local_train=local_train,
+                evaluation={"targeted": (source, target)})
+

@@ -13,7 +13,7 @@ from robustfl_jax.data.elpv import load_elpv, partition_by_cell_type
 from robustfl_jax.data.mnist import load_mnist, read_idx
 from robustfl_jax.data.partition import (PARTITIONS, dirichlet, iid, one_label,
                                          partition, shards, to_client_data)
-from robustfl_jax.data.registry import DATASETS, load
+from robustfl_jax.data.registry import DATA_SETS, load, names, register
 from robustfl_jax.data.synthetic import (gaussian_mixture,
                                          gaussian_mixture_clients)
 from robustfl_jax.data.synthetic_defects import SyntheticDefects, add_synthetic_defects

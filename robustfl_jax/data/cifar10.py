@@ -20,6 +20,7 @@ import pickle
 import numpy as np
 
 from robustfl_jax.data._types import Dataset
+from robustfl_jax.data.registry import register
 
 _URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -92,3 +93,8 @@ def load_cifar10(directory: str) -> Dataset:
     return a.astype(np.float32) / 255.0
   return Dataset(scale(x_train), y_train, scale(x_test), y_test.astype(np.int32),
                  num_classes=10, name="cifar10")
+
+
+@register("cifar10")
+def _cifar10(*, directory: str = "") -> Dataset:
+  return load_cifar10(directory)

@@ -13,9 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from robustfl_jax.data._types import Dataset
+from robustfl_jax.data.registry import register
 
 # Pixel intensities in the scikit-learn copy are integers 0..16.
 _MAX_INTENSITY = 16.0
+
+
+@register("digits")
+def _digits(*, seed: int = 0, flatten: bool = False) -> Dataset:
+  """Scikit-learn's digits, embedded (no download)."""
+  return load_digits(seed=seed, flatten=flatten)
 
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0,

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from robustfl_jax.data._types import Dataset
+from robustfl_jax.data.registry import register
 
 _FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -130,3 +131,13 @@ def load_mnist(directory: str, name: str = "mnist") -> Dataset:
   return Dataset(images(arrays["x_train"]), arrays["y_train"].astype(np.int32),
                  images(arrays["x_test"]), arrays["y_test"].astype(np.int32),
                  num_classes=10, name=name)
+
+
+@register("mnist")
+def _mnist(*, directory: str = "") -> Dataset:
+  return load_mnist(directory, "mnist")
+
+
+@register("fashion_mnist")
+def _fashion_mnist(*, directory: str = "") -> Dataset:
+  return load_mnist(directory, "fashion_mnist")

@@ -1,36 +1,42 @@
-"""Loading a classification data set by its config name (``data.name``)."""
+"""Classification data sets by name (``data.name`` in configs).
+
+Each loader module registers ``loader(*, [directory], [seed], **hparams) ->
+Dataset`` with :func:`register`; ``directory`` (``data.dir``) and ``seed``
+are supplied by the experiment, other keywords are hyper-parameters.
+"""
 
 from __future__ import annotations
 
-from robustfl_jax.data._types import Dataset
-from robustfl_jax.data.cifar10 import load_cifar10
-from robustfl_jax.data.digits import load_digits
-from robustfl_jax.data.mnist import load_mnist
-from robustfl_jax.data.synthetic import gaussian_mixture
+from typing import Any, Callable, Optional
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic")
+from robustfl_jax.data._types import Dataset
+from robustfl_jax.registry import Registry
+
+DATA_SETS = Registry("data set", context=("directory", "seed"))
+
+
+def register(name: str, loader: Optional[Callable] = None):
+  """Registers ``loader(*, [directory], [seed], **hparams) -> Dataset``."""
+  return DATA_SETS.register(name, loader)
+
+
+def names() -> tuple[str, ...]:
+  return DATA_SETS.names()
 
 
 def load(name: str, directory: str = "", *, seed: int = 0,
-         flatten: bool = False) -> Dataset:
-  """Loads ``name`` (one of :data:`DATASETS`).
+         **hparams: Any) -> Dataset:
+  """Loads the registered data set ``name``.
 
   Args:
-    name: data set name.
-    directory: folder with the files for mnist / fashion_mnist / cifar10.
+    name: one of :func:`names` (``digits`` and ``synthetic`` need no files;
+      ``mnist``, ``fashion_mnist`` and ``cifar10`` read ``directory``).
+    directory: folder with the files of a real data set.
     seed: seed of the digits split and of the synthetic generator.
-    flatten: digits only: ``[N, 64]`` instead of ``[N, 8, 8, 1]``.
+    **hparams: the loader's own keywords (e.g. ``flatten=True`` for digits).
 
   Raises:
-    ValueError: unknown name.
+    ValueError: unknown name (the message lists every data set).
     FileNotFoundError: the files of a real data set are missing.
   """
-  if name == "digits":
-    return load_digits(seed=seed, flatten=flatten)
-  if name in ("mnist", "fashion_mnist"):
-    return load_mnist(directory, name)
-  if name == "cifar10":
-    return load_cifar10(directory)
-  if name == "synthetic":
-    return gaussian_mixture(seed=seed)
-  raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}.")
+  return DATA_SETS.build(name, hparams, {"directory": directory, "seed": seed})

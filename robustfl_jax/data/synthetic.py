@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from robustfl_jax.data._types import ClientData, Dataset
+from robustfl_jax.data.registry import register
 
 
 def _means(rng, num_classes, dim, separation):
@@ -89,3 +90,8 @@ def gaussian_mixture_clients(num_clients: int, examples_per_client: int,
   x += noise * rng.standard_normal(size=x.shape, dtype=np.float32)
   count = np.full((num_clients,), examples_per_client, np.int32)
   return ClientData(x.astype(np.float32, copy=False), y, count)
+
+
+@register("synthetic")
+def _synthetic(*, seed: int = 0) -> Dataset:
+  return gaussian_mixture(seed=seed)

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
 
 Array = jax.Array
 
@@ -48,8 +48,8 @@ def accuracy_of(apply_fn: Callable, unravel: Callable, flat_params: Array,
 
 def finite_rows(updates: Array, mask=None) -> tuple[Array, Array]:
   """``(finite bool[n], valid bool[n])``: finite rows, and those also in ``mask``."""
-  finite = _base.valid_rows(updates)
-  mask = _base.check_mask(mask, updates.shape[0])
+  finite = base.valid_rows(updates)
+  mask = base.check_mask(mask, updates.shape[0])
   return finite, finite if mask is None else finite & mask
 
 

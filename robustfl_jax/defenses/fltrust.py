@@ -31,9 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from robustfl_jax.aggregators import _base
-from robustfl_jax.aggregators._base import Aggregator, EmptyState, row_norms
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators.base import Aggregator, EmptyState, row_norms
 from robustfl_jax.defenses._probe import BehaviourProbe, finite_rows, round_context
+from robustfl_jax.defenses._registry import Defense, register
+from robustfl_jax.fl.local import make_local_train
 
 Array = jax.Array
 
@@ -75,7 +77,7 @@ def fltrust_aggregate(updates: Array, server_update: Array,
   weights = jnp.where(total > 0, trust / jnp.where(total > 0, total, 1), 0.0)
   aggregate = (weights * scale) @ rows
   info = {"trust": trust, "weights": weights, "selected": trust > 0,
-          **_base.base_info(finite, valid)}
+          **base.base_info(finite, valid)}
   return aggregate.astype(updates.dtype), info
 
 
@@ -89,7 +91,6 @@ def fltrust_probe(apply_fn: Callable, params_template: Any, root_x: Any,
   training on the root set, as the clients train); ``score`` is the trust
   score; ``accept`` keeps rows with trust > 0.
   """
-  from robustfl_jax.fl.local import make_local_train  # pylint: disable=import-outside-toplevel
   root_x = jnp.asarray(root_x, jnp.float32)
   root_y = jnp.asarray(root_y, jnp.int32)
   if root_x.shape[0] < 1:
@@ -173,12 +174,33 @@ def root_set(x: Any, y: Any, size: int, seed: int = 0) -> tuple[np.ndarray, np.n
   default bias 0); the caller decides whether it comes from the clients' data.
 
   Raises:
-    ValueError: ``size`` outside [1, N] (names ``aggregator.root_size``).
+    ValueError: ``size`` outside [1, N].
   """
   x, y = np.asarray(x), np.asarray(y)
   if not 1 <= int(size) <= len(y):
-    raise ValueError(f"aggregator.root_size={size} must be in [1, {len(y)}] "
-                     "(the number of training samples).")
+    raise ValueError(f"root_size={size} must be in [1, {len(y)}] (the number "
+                     "of training samples).")
   idx = np.sort(np.random.default_rng([seed, 0x7257]).choice(len(y), int(size),
                                                               replace=False))
   return x[idx], y[idx]
+
+
+def _check_fltrust(root_size: int = 100) -> None:
+  if int(root_size) < 1:
+    raise ValueError(f"root_size must be >= 1; got {root_size}.")
+
+
+@register("fltrust", check=_check_fltrust)
+def fltrust_defense(*, apply_fn: Callable, params: Any, dataset: Any,
+                    client_optimizer: optax.GradientTransformation,
+                    batch_size: int, local_epochs: int = 1,
+                    mode: str = "fedavg", seed: int = 0,
+                    root_size: int = 100) -> Defense:
+  """FLTrust for an experiment: a root set of ``root_size`` training samples
+  (Cao et al.: 100) drawn with ``seed``; the server trains as the clients do.
+  """
+  x_root, y_root = root_set(dataset.x_train, dataset.y_train, root_size, seed)
+  hp = dict(optimizer=client_optimizer, batch_size=int(batch_size),
+            local_epochs=int(local_epochs), mode=mode)
+  return Defense(fltrust(apply_fn, params, x_root, y_root, **hp),
+                 fltrust_probe(apply_fn, params, x_root, y_root, **hp))

@@ -44,12 +44,14 @@ from typing import Any, Callable
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 
-from robustfl_jax.aggregators import _base
-from robustfl_jax.aggregators._base import Aggregator, EmptyState
+from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators.base import Aggregator, EmptyState
 from robustfl_jax.defenses import wgan_gp
 from robustfl_jax.defenses._probe import (BehaviourProbe, accuracy_of, finite_rows,
                                         round_context)
+from robustfl_jax.defenses._registry import Defense, register
 
 Array = jax.Array
 THRESHOLD_RULES = ("fixed", "median", "global", "two_cluster")
@@ -99,15 +101,14 @@ def accept_by_rule(scores: Array, valid: Array, rule: str,
 
 
 def check_rule(rule: str, threshold: float, margin: float) -> None:
-  """Eager validation, with errors naming the config fields."""
+  """Eager validation of a threshold rule and its settings."""
   if rule not in THRESHOLD_RULES:
-    raise ValueError(f"aggregator.threshold_rule={rule!r} is not known; choose "
+    raise ValueError(f"threshold_rule={rule!r} is not known; choose "
                      f"one of {THRESHOLD_RULES}.")
   if not 0.0 <= threshold <= 1.0:
-    raise ValueError(f"aggregator.threshold={threshold} must be an accuracy "
-                     "in [0, 1].")
+    raise ValueError(f"threshold={threshold} must be an accuracy in [0, 1].")
   if not margin >= 0.0:
-    raise ValueError(f"aggregator.margin={margin} must be >= 0.")
+    raise ValueError(f"margin={margin} must be >= 0.")
 
 
 def gan_filter_probe(apply_fn: Callable, params_template: Any,
@@ -189,8 +190,82 @@ def gan_filter(apply_fn: Callable, params_template: Any,
     weights = kept.astype(jnp.float32) / jnp.maximum(count, 1)
     aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
     info = {"scores": scores, "selected": kept, "weights": weights,
-            **_base.base_info(finite, valid),
+            **base.base_info(finite, valid),
             "global_score": ref[2]}
     return aggregate, state, info
 
   return Aggregator(init, update)
+
+
+def shared_sample(x: Any, y: Any, fraction: float, num_classes: int,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The clients' shared sample: ``fraction`` of each class (at least one).
+
+  The seed shares "0.5% of the samples" without saying how they are drawn;
+  we stratify by class (``max(1, round(fraction * N_c))`` of class ``c``) so
+  that the conditional generator sees every class even on small data sets.
+
+  Raises:
+    ValueError: ``fraction`` outside (0, 1].
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"shared_fraction={fraction} must be in (0, 1].")
+  x, y = np.asarray(x), np.asarray(y)
+  rng = np.random.default_rng([seed, 0x5A4E])
+  idx = []
+  for c in range(num_classes):
+    members = np.flatnonzero(y == c)
+    if len(members) == 0:
+      continue
+    take = min(len(members), max(1, int(round(fraction * len(members)))))
+    idx.append(rng.choice(members, take, replace=False))
+  idx = np.sort(np.concatenate(idx))
+  return x[idx], y[idx]
+
+
+def _check_gan_filter(shared_fraction: float = 0.005, gan_steps: int = 1000,
+                      gan_learning_rate: float = 1e-4,
+                      validation_per_class: int = 20,
+                      threshold_rule: str = "median", threshold: float = 0.5,
+                      margin: float = 0.1) -> None:
+  if not 0.0 < float(shared_fraction) <= 1.0:
+    raise ValueError(f"shared_fraction={shared_fraction} must be in (0, 1].")
+  if int(gan_steps) < 0:
+    raise ValueError(f"gan_steps must be >= 0; got {gan_steps}.")
+  if not float(gan_learning_rate) > 0:
+    raise ValueError(f"gan_learning_rate must be > 0; got {gan_learning_rate}.")
+  if int(validation_per_class) < 1:
+    raise ValueError("validation_per_class must be >= 1; got "
+                     f"{validation_per_class}.")
+  check_rule(threshold_rule, float(threshold), float(margin))
+
+
+@register("gan_filter", check=_check_gan_filter)
+def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
+                       seed: int = 0, shared_fraction: float = 0.005,
+                       gan_steps: int = 1000, gan_learning_rate: float = 1e-4,
+                       validation_per_class: int = 20,
+                       threshold_rule: str = "median", threshold: float = 0.5,
+                       margin: float = 0.1) -> Defense:
+  """The GAN filter for an experiment.
+
+  Trains the conditional WGAN-GP (``gan_steps`` Adam steps at
+  ``gan_learning_rate``; Gulrajani et al.'s 1e-4) on the shared sample, a
+  ``shared_fraction`` of each class of the training data (the seed shares
+  0.5%) drawn with ``seed``, then filters with ``threshold_rule`` (see
+  :func:`accept_by_rule`) on ``validation_per_class`` synthetic samples per
+  class each round.
+  """
+  _check_gan_filter(shared_fraction, gan_steps, gan_learning_rate,
+                    validation_per_class, threshold_rule, threshold, margin)
+  x_shared, y_shared = shared_sample(dataset.x_train, dataset.y_train,
+                                     float(shared_fraction),
+                                     dataset.num_classes, seed)
+  gan = wgan_gp.train_gan(jax.random.fold_in(jax.random.PRNGKey(seed), 0x6A7),
+                          x_shared, y_shared, dataset.num_classes,
+                          num_steps=int(gan_steps),
+                          learning_rate=float(gan_learning_rate))
+  hp = dict(per_class=int(validation_per_class), rule=threshold_rule,
+            threshold=float(threshold), margin=float(margin))
+  return Defense(gan_filter(apply_fn, params, gan, **hp),
+                 gan_filter_probe(apply_fn, params, gan, **hp))

@@ -43,20 +43,21 @@ import jax.flatten_util
 import jax.numpy as jnp
 import optax
 
-from robustfl_jax.fl.local import make_local_train
-from robustfl_jax.fl.round import apply_aggregate, round_key, round_metrics
+from robustfl_jax.attacks import as_attack
+from robustfl_jax.fl.round import (apply_aggregate, make_client_training,
+                                   round_key, round_metrics)
 from robustfl_jax.fl.server import FederatedData, ServerState, init_server_state
 
 Array = jax.Array
 
 
 def check_async_params(tau: int, moving_rate: float) -> None:
-  """Raises ``ValueError`` naming the config field for bad ``tau``/``gamma``."""
+  """Raises ``ValueError`` for bad ``tau`` or ``moving_rate`` (gamma)."""
   if isinstance(tau, bool) or not isinstance(tau, int) or tau < 1:
-    raise ValueError(f"romoa.tau must be an int >= 1 (lookahead steps per "
-                     f"sync); got {tau!r}.")
+    raise ValueError(f"tau must be an int >= 1 (lookahead steps per sync); "
+                     f"got {tau!r}.")
   if not 0.0 < moving_rate <= 1.0:
-    raise ValueError(f"romoa.gamma (the moving rate) must be in (0, 1]; got "
+    raise ValueError(f"gamma (the moving rate) must be in (0, 1]; got "
                      f"{moving_rate}.")
 
 
@@ -84,9 +85,7 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
                         lookahead: bool = True, local_epochs: int = 1,
                         mode: str = "fedavg",
                         attack: Optional[Callable] = None,
-                        train_loss: Optional[Callable] = None,
-                        byzantine_local_train: Optional[Callable] = None
-                        ) -> Callable:
+                        train_loss: Optional[Callable] = None) -> Callable:
   """Builds the (unjitted) pure asynchronous round (one sync period).
 
   Args:
@@ -104,13 +103,11 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     lookahead: call the aggregator at every step (Romoa) or only at sync.
     local_epochs: local epochs per lookahead step (FedAvg mode).
     mode: ``"fedavg"`` or ``"fedsgd"``.
-    attack: ``attack(key, updates, byzantine_mask) -> updates`` or None.
-    train_loss: local objective ``(logits_fn, params, x, y, mask, key, aux)``;
-      ``aux`` is the client's ``bool`` Byzantine flag (poisoned objectives
-      such as TPA switch on it).
-    byzantine_local_train: optional ``local_train(params, x, y, count, key)``
-      used by the Byzantine clients instead (e.g. TPA's alternating
-      minimisation); it is vmapped over all clients and selected by row.
+    attack: an :class:`~robustfl_jax.attacks.Attack` or an attack function
+      (it changes the uploads; TPA's objective or alternating minimisation
+      changes the Byzantine clients' training, see
+      :func:`robustfl_jax.fl.round.make_client_training`), or None.
+    train_loss: the honest local objective (cross-entropy when None).
 
   Returns:
     ``round_fn(state, data, key=None) -> (state, metrics)``; jit it.
@@ -119,11 +116,11 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     ValueError: bad ``tau`` or ``moving_rate`` (named by config field).
   """
   check_async_params(tau, moving_rate)
-  local_train = make_local_train(apply_fn, client_optimizer,
-                                 max_examples=max_examples,
-                                 batch_size=batch_size,
-                                 local_epochs=local_epochs, mode=mode,
-                                 train_loss=train_loss)
+  attack = as_attack(attack)
+  local_train = make_client_training(
+      apply_fn, client_optimizer, max_examples=max_examples,
+      batch_size=batch_size, local_epochs=local_epochs, mode=mode,
+      train_loss=train_loss, attack=attack)
   _, unravel = jax.flatten_util.ravel_pytree(params_template)
   C = num_clients
 
@@ -132,15 +129,7 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
       return local_train(unravel(model), x, y, count, k, flag)
     result = jax.vmap(one)(models, data.x[:C], data.y[:C], data.count[:C],
                            keys, byzantine)
-    delta, loss = result.delta, result.loss
-    if byzantine_local_train is not None:
-      def bad(model, x, y, count, k):
-        return byzantine_local_train(unravel(model), x, y, count, k)
-      other = jax.vmap(bad)(models, data.x[:C], data.y[:C], data.count[:C],
-                            keys)
-      delta = jnp.where(byzantine[:, None], other.delta, delta)
-      loss = jnp.where(byzantine, other.loss, loss)
-    return delta.astype(jnp.float32), loss
+    return result.delta.astype(jnp.float32), result.loss
 
   def round_fn(state: ServerState, data: FederatedData,
                key: Optional[Array] = None):
@@ -156,7 +145,9 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     def poison(uploads, j):
       if attack is None:
         return uploads
-      return attack(step_keys(j)[1], uploads, byzantine)
+      return attack(step_keys(j)[1], uploads, byzantine,
+                    global_params=theta_bar, round=state.round,
+                    aggregator=aggregator)
 
     def lookahead_step(models, j, attack_now=True):
       train_key, _, agg_key = step_keys(j)
@@ -228,125 +219,3 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     return new_state, metrics
 
   return round_fn
-
-
-# --------------------------------------------------------------------------
-# Config wiring (called from robustfl_jax.fl.experiment).
-
-PROTOCOLS = ("sync", "romoa_async")
-TPA_ATTACKS = ("tpa", "tpa_am")
-
-
-def moving_rate_from_config(config) -> float:
-  """``romoa.gamma``, or the paper's default ``1/n`` when unset."""
-  gamma = config.romoa.gamma
-  return 1.0 / config.num_clients if gamma is None else float(gamma)
-
-
-def validate_config(config) -> None:
-  """Checks ``protocol``, ``romoa.*`` and the TPA fields; names the field.
-
-  Configs made before these fields existed (no ``protocol``) are "sync".
-  """
-  protocol = config.get("protocol", "sync")
-  if protocol not in PROTOCOLS:
-    raise ValueError(f"protocol={protocol!r} is not known; choose one "
-                     f"of {list(PROTOCOLS)}.")
-  if protocol == "romoa_async":
-    check_async_params(config.romoa.tau, moving_rate_from_config(config))
-    # Settings of the synchronous round that Algorithm 1 has no place for:
-    # refuse them rather than silently ignore them.
-    if config.client.momentum:
-      raise ValueError(f"client.momentum={config.client.momentum} is not "
-                       "supported with protocol='romoa_async' (clients keep "
-                       "their own models instead); set it to 0.")
-    if config.scorer.name != "none":
-      raise ValueError(f"scorer.name={config.scorer.name!r} is not supported "
-                       "with protocol='romoa_async'; set it to 'none'.")
-  if config.attack.name in TPA_ATTACKS:
-    if protocol != "romoa_async":
-      raise ValueError(f"attack.name={config.attack.name!r} (targeted model "
-                       "poisoning trains a poisoned objective) needs "
-                       "protocol='romoa_async'.")
-    if not 0 <= int(config.attack.source) < 10 or not (
-        0 <= int(config.attack.target) < 10) or (
-            config.attack.source == config.attack.target):
-      raise ValueError("attack.source and attack.target must be distinct "
-                       f"labels; got {config.attack.source} and "
-                       f"{config.attack.target}.")
-    if int(config.attack.aux_size) < 1:
-      raise ValueError(f"attack.aux_size must be >= 1; got "
-                       f"{config.attack.aux_size}.")
-    if not config.attack.rho > 0:
-      raise ValueError(f"attack.rho must be > 0; got {config.attack.rho}.")
-  if config.aggregator.name == "romoa":
-    build_romoa(config, None)
-
-
-def build_romoa(config, params=None):
-  """Romoa from ``config.romoa`` (layers from ``params`` when given)."""
-  from robustfl_jax.aggregators import romoa as romoa_lib  # pylint: disable=import-outside-toplevel
-  try:
-    return romoa_lib.romoa(
-        params, num_clients=int(config.num_clients),
-        selection_fraction=config.romoa.selection_fraction,
-        beta=float(config.romoa.beta), pearson=config.romoa.pearson)
-  except ValueError as e:
-    raise ValueError(f"aggregator.name='romoa' cannot work: {e}") from e
-
-
-def round_from_config(config, *, model, params, dataset, client_data,
-                      aggregator, client_optimizer, server_optimizer,
-                      model_attack):
-  """``(round_fn, init_state_fn)`` of the asynchronous protocol for a config.
-
-  TPA (``attack.name`` ``tpa`` / ``tpa_am``) is built here: the poisoned
-  objective with the auxiliary set of ``attack.aux_size`` source samples,
-  boosted by ``attack.boost`` (default ``num_clients``), optionally mixed
-  by the stealth factor ``attack.stealth``.
-  """
-  from robustfl_jax import attacks as attacks_lib  # pylint: disable=import-outside-toplevel
-  from robustfl_jax.attacks import _targeted  # pylint: disable=import-outside-toplevel
-  n = int(config.num_clients)
-  gamma = moving_rate_from_config(config)
-  train_loss = None
-  byz_train = None
-  attack = model_attack
-  name = config.attack.name
-  boost_factor = float(n if config.attack.boost is None else config.attack.boost)
-  if name in TPA_ATTACKS:
-    x_aux = _targeted.auxiliary_set(dataset.x_train, dataset.y_train,
-                                    int(config.attack.source),
-                                    int(config.attack.aux_size), config.seed)
-    target = int(config.attack.target)
-    if name == "tpa":
-      train_loss = _targeted.targeted_objective(
-          x_aux, target, benign_weight=float(config.attack.benign_weight))
-      attack = lambda k, u, m: _targeted.boost(k, u, m, boost_factor)
-    else:
-      def factory(loss, max_examples, batch_size, local_epochs):
-        return make_local_train(
-            model.apply, client_optimizer,
-            max_examples=max_examples or client_data.max_examples,
-            batch_size=batch_size or config.client.batch_size,
-            local_epochs=local_epochs or config.client.local_epochs,
-            mode=config.client.mode, train_loss=loss)
-      byz_train = _targeted.make_alternating_minimization(
-          factory, x_aux=x_aux, target=target, boost_factor=boost_factor,
-          rho=float(config.attack.rho), epochs=int(config.client.local_epochs))
-      attack = None
-    if config.attack.stealth is not None and attack is not None:
-      attack = attacks_lib.stealth(attack, float(config.attack.stealth))
-  round_fn = make_async_round_fn(
-      model.apply, params, client_optimizer=client_optimizer,
-      server_optimizer=server_optimizer, aggregator=aggregator,
-      num_clients=n, max_examples=client_data.max_examples,
-      batch_size=config.client.batch_size, tau=int(config.romoa.tau),
-      moving_rate=gamma, lookahead=config.aggregator.name == "romoa",
-      local_epochs=config.client.local_epochs, mode=config.client.mode,
-      attack=attack, train_loss=train_loss, byzantine_local_train=byz_train)
-
-  def init_state(key):
-    return init_async_state(params, server_optimizer, aggregator, n, key)
-
-  return round_fn, init_state

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robustfl_jax.fl.data_poisoning import add_trigger
+from robustfl_jax.attacks.data_poisoning import add_trigger
 
 Array = jax.Array
 

@@ -6,7 +6,10 @@
    :mod:`robustfl_jax.fl.local`), keys folded per client;
 2. deltas are flattened to ``updates: f32[C, d]`` and, with client momentum
    ``beta``, each client sends ``m_c = beta * m_c + (1 - beta) * delta_c``;
-3. the model-poisoning attack replaces the Byzantine rows;
+3. the attack replaces the Byzantine rows
+   (``attack(key, updates, byzantine_mask, global_params=, round=,
+   aggregator=)``; an attack may also give the Byzantine clients their own
+   local objective or local training, see :func:`make_client_training`);
 4. an optional scorer flags outliers, excluded through the aggregator's mask;
 5. the aggregator returns ``[d]`` (it also receives the context
    ``global_params`` (flat ``[d]``) and ``round``); a non-finite aggregate is dropped (the
@@ -31,14 +34,67 @@ import jax.flatten_util
 import jax.numpy as jnp
 import optax
 
-from robustfl_jax.fl.local import make_local_train
+from robustfl_jax.attacks import Attack, as_attack
+from robustfl_jax.fl.local import LocalResult, make_local_train
 from robustfl_jax.fl.metrics import detection_rates
 from robustfl_jax.fl.server import FederatedData, ServerState
 
 Array = jax.Array
-AttackFn = Callable[[Array, Array, Array], Array]
 ScorerFn = Callable[[Array], Array]
 CLIENT_EXECUTIONS = ("vmap", "map")
+
+
+def make_client_training(apply_fn: Callable,
+                         client_optimizer: optax.GradientTransformation, *,
+                         max_examples: int, batch_size: int,
+                         local_epochs: int = 1, mode: str = "fedavg",
+                         train_loss: Optional[Callable] = None,
+                         attack: Optional[Attack] = None) -> Callable:
+  """Local training of one client, honest or Byzantine; vmap it over clients.
+
+  Honest clients minimise ``train_loss`` (cross-entropy when None). An
+  attack that poisons training takes over the Byzantine clients: with
+  ``attack.train_loss`` every client trains on that objective with its
+  Byzantine flag as ``aux`` (honest clients get the benign part); with
+  ``attack.local_train`` the Byzantine clients run the attack's own local
+  training instead (both are computed and selected by the flag).
+
+  Returns:
+    ``train(params, x, y, count, key, byzantine) -> LocalResult``.
+
+  Raises:
+    ValueError: an attack objective together with a ``train_loss`` (e.g.
+      adversarial training): the two would have to share one objective.
+  """
+  attack = as_attack(attack)
+  attack_loss = attack.train_loss if attack is not None else None
+  if attack_loss is not None and train_loss is not None:
+    raise ValueError(f"attack {attack.name!r} trains the Byzantine clients on "
+                     "its own objective; it cannot be combined with another "
+                     "client objective (adversarial training).")
+
+  def build(loss, m=None, b=None, e=None):
+    return make_local_train(apply_fn, client_optimizer,
+                            max_examples=m or max_examples,
+                            batch_size=b or batch_size,
+                            local_epochs=e or local_epochs, mode=mode,
+                            train_loss=loss)
+
+  local_train = build(attack_loss or train_loss)
+  byzantine_train = None
+  if attack is not None and attack.local_train is not None:
+    byzantine_train = attack.local_train(build, local_epochs)
+
+  def train(params, x, y, count, key, byzantine) -> LocalResult:
+    aux = byzantine if attack_loss is not None else None
+    result = local_train(params, x, y, count, key, aux)
+    if byzantine_train is not None:
+      other = byzantine_train(params, x, y, count, key)
+      result = jax.tree.map(lambda a, b: jnp.where(byzantine, b, a), result,
+                            other)
+    return result
+
+  return train
 
 
 def round_key(state: ServerState) -> Array:
@@ -95,7 +151,7 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
                   server_optimizer: optax.GradientTransformation,
                   aggregator: Any, num_clients: int, max_examples: int,
                   batch_size: int, local_epochs: int = 1, mode: str = "fedavg",
-                  attack: Optional[AttackFn] = None,
+                  attack: Optional[Callable] = None,
                   scorer: Optional[ScorerFn] = None,
                   client_momentum: float = 0.0,
                   train_loss: Optional[Callable] = None,
@@ -114,7 +170,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     batch_size: local minibatch size.
     local_epochs: local epochs (FedAvg).
     mode: ``"fedavg"`` or ``"fedsgd"``.
-    attack: ``attack(key, updates, byzantine_mask) -> updates`` or None.
+    attack: an :class:`~robustfl_jax.attacks.Attack` or an attack function
+      ``attack(key, updates, byzantine_mask) -> updates``, or None.
     scorer: ``scorer(updates) -> bool[C]`` outliers to exclude, or None.
     client_momentum: ``beta`` in [0, 1); 0 disables client momentum.
     train_loss: the clients' local objective (see
@@ -132,7 +189,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     inside the jitted function.
 
   Raises:
-    ValueError: if ``client_momentum`` is outside [0, 1).
+    ValueError: if ``client_momentum`` is outside [0, 1), or the attack's
+      objective meets a ``train_loss``.
   """
   if client_execution not in CLIENT_EXECUTIONS:
     raise ValueError(f"client.execution must be one of {CLIENT_EXECUTIONS}; "
@@ -140,11 +198,11 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
   if not 0.0 <= client_momentum < 1.0:
     raise ValueError(f"client.momentum must be in [0, 1); got "
                      f"{client_momentum}.")
-  local_train = make_local_train(apply_fn, client_optimizer,
-                                 max_examples=max_examples,
-                                 batch_size=batch_size,
-                                 local_epochs=local_epochs, mode=mode,
-                                 train_loss=train_loss)
+  attack = as_attack(attack)
+  local_train = make_client_training(
+      apply_fn, client_optimizer, max_examples=max_examples,
+      batch_size=batch_size, local_epochs=local_epochs, mode=mode,
+      train_loss=train_loss, attack=attack)
   _, unravel = jax.flatten_util.ravel_pytree(params_template)
 
   def round_fn(state: ServerState, data: FederatedData,
@@ -157,10 +215,12 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
         jnp.arange(num_rows))
     if client_execution == "map":
       result = jax.lax.map(lambda a: local_train(state.params, *a),
-                           (data.x, data.y, data.count, client_keys))
+                           (data.x, data.y, data.count, client_keys,
+                            data.byzantine))
     else:
-      result = jax.vmap(local_train, in_axes=(None, 0, 0, 0, 0))(
-          state.params, data.x, data.y, data.count, client_keys)
+      result = jax.vmap(local_train, in_axes=(None, 0, 0, 0, 0, 0))(
+          state.params, data.x, data.y, data.count, client_keys,
+          data.byzantine)
     updates = result.delta[:num_clients]
     losses = result.loss[:num_clients]
     byzantine = data.byzantine[:num_clients]
@@ -174,10 +234,10 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     # that evade them read the global parameters the updates are relative to;
     # distance rules and plain attacks ignore them.
     global_flat, _ = jax.flatten_util.ravel_pytree(state.params)
-    if attack is not None and getattr(attack, "needs_global_params", False):
-      updates = attack(attack_key, updates, byzantine, global_params=global_flat)
-    elif attack is not None:
-      updates = attack(attack_key, updates, byzantine)
+    if attack is not None:
+      updates = attack(attack_key, updates, byzantine,
+                       global_params=global_flat, round=state.round,
+                       aggregator=aggregator)
 
     mask = None
     flagged = jnp.zeros((num_clients,), bool)

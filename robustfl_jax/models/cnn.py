@@ -11,7 +11,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from typing import Sequence
+
 from robustfl_jax.models.conv import Conv
+from robustfl_jax.models.registry import register, require_image
 
 
 class RomoaMnistCNN(nn.Module):
@@ -66,3 +69,21 @@ class RomoaCifarCNN(nn.Module):
     x = nn.relu(nn.Dense(1024)(x))
     x = nn.Dropout(0.5, deterministic=not train)(x)
     return nn.Dense(self.num_classes)(x)
+
+
+@register("romoa_mnist_cnn")
+def romoa_mnist_cnn(*, num_classes: int, input_shape: Sequence[int]
+                    ) -> RomoaMnistCNN:
+  """Fig. 9's CNN; its two valid 5x5 convolutions need 9x9 inputs, so smaller
+  images (digits' 8x8) get "SAME" padding."""
+  require_image("romoa_mnist_cnn", input_shape)
+  padding = "VALID" if min(input_shape[:2]) >= 9 else "SAME"
+  return RomoaMnistCNN(num_classes=num_classes, padding=padding)
+
+
+@register("romoa_cifar_cnn")
+def romoa_cifar_cnn(*, num_classes: int, input_shape: Sequence[int]
+                    ) -> RomoaCifarCNN:
+  """Fig. 10's CNN."""
+  require_image("romoa_cifar_cnn", input_shape)
+  return RomoaCifarCNN(num_classes=num_classes)

@@ -7,6 +7,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from robustfl_jax.models.registry import register
+
 
 class MLP(nn.Module):
   """Flattens its input and applies ReLU dense layers, then a linear head.
@@ -29,3 +31,11 @@ class MLP(nn.Module):
     for width in self.hidden:
       x = nn.relu(nn.Dense(width)(x))
     return nn.Dense(self.num_classes)(x)
+
+
+@register("mlp")
+def mlp(*, num_classes: int, input_shape: Sequence[int] = (),
+        hidden: Sequence[int] = (128,)) -> MLP:
+  """The MLP for configs: ``model.hidden`` hidden widths."""
+  del input_shape  # it flattens any input
+  return MLP(hidden=tuple(int(h) for h in hidden), num_classes=num_classes)

@@ -1,48 +1,57 @@
-"""Building a classifier by its config name (``model.name``)."""
+"""Classifiers by name (``model.name`` in configs).
+
+Each model module registers a factory ``factory(*, num_classes, input_shape,
+**hparams) -> flax module`` with :func:`register`; its keyword arguments
+besides ``num_classes`` and ``input_shape`` are the model's
+hyper-parameters (``model.hidden`` for the MLP).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from robustfl_jax.models.cnn import RomoaCifarCNN, RomoaMnistCNN
-from robustfl_jax.models.mlp import MLP
-from robustfl_jax.models.resnet import ResNet
+from robustfl_jax.registry import Registry
 
-MODELS = ("mlp", "romoa_mnist_cnn", "romoa_cifar_cnn", "resnet8", "resnet20")
+MODELS = Registry("model", context=("num_classes", "input_shape"))
+
+
+def register(name: str, factory: Optional[Callable] = None):
+  """Registers ``factory(*, num_classes, input_shape, **hparams) -> nn.Module``."""
+  return MODELS.register(name, factory)
+
+
+def names() -> tuple[str, ...]:
+  return MODELS.names()
 
 
 def get(name: str, num_classes: int, input_shape: Sequence[int],
-        hidden: Sequence[int] = (128,)) -> nn.Module:
+        **hparams: Any) -> nn.Module:
   """Returns the flax module ``name`` sized to ``input_shape`` (no batch axis).
 
   Args:
-    name: one of :data:`MODELS`.
+    name: one of :func:`names`.
     num_classes: number of logits.
     input_shape: shape of one example, e.g. ``(28, 28, 1)``.
-    hidden: MLP hidden widths.
+    **hparams: the model's hyper-parameters (``hidden`` for the MLP).
 
   Raises:
-    ValueError: unknown name, or an image model given a flat input.
+    ValueError: unknown name or hyper-parameter, or an image model given a
+      flat input.
   """
-  input_shape = tuple(int(s) for s in input_shape)
-  if name == "mlp":
-    return MLP(hidden=tuple(hidden), num_classes=num_classes)
-  if name in MODELS and len(input_shape) != 3:
+  return MODELS.build(name, hparams, {
+      "num_classes": int(num_classes),
+      "input_shape": tuple(int(s) for s in input_shape)})
+
+
+def require_image(name: str, input_shape: Sequence[int]) -> None:
+  """Raises ``ValueError`` unless ``input_shape`` is ``[H, W, C]``."""
+  if len(input_shape) != 3:
     raise ValueError(f"model {name!r} needs image inputs [H, W, C]; got input "
-                     f"shape {input_shape}.")
-  if name == "romoa_mnist_cnn":
-    # Two valid 5x5 convolutions need at least 9x9 inputs.
-    padding = "VALID" if min(input_shape[:2]) >= 9 else "SAME"
-    return RomoaMnistCNN(num_classes=num_classes, padding=padding)
-  if name == "romoa_cifar_cnn":
-    return RomoaCifarCNN(num_classes=num_classes)
-  if name in ("resnet8", "resnet20"):
-    return ResNet(depth=int(name[len("resnet"):]), num_classes=num_classes)
-  raise ValueError(f"unknown model {name!r}; choose one of {MODELS}.")
+                     f"shape {tuple(input_shape)}.")
 
 
 def init_params(model: nn.Module, key: jax.Array,

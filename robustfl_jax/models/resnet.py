@@ -16,7 +16,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from typing import Sequence
+
 from robustfl_jax.models.conv import Conv
+from robustfl_jax.models.registry import register, require_image
 
 
 def _groups(width: int) -> int:
@@ -77,3 +80,17 @@ class ResNet(nn.Module):
         x = _Block(self.width * 2**stage, stride)(x)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes)(x)
+
+
+@register("resnet8")
+def resnet8(*, num_classes: int, input_shape: Sequence[int]) -> ResNet:
+  """ResNet-8 (n = 1)."""
+  require_image("resnet8", input_shape)
+  return ResNet(depth=8, num_classes=num_classes)
+
+
+@register("resnet20")
+def resnet20(*, num_classes: int, input_shape: Sequence[int]) -> ResNet:
+  """ResNet-20 (n = 3)."""
+  require_image("resnet20", input_shape)
+  return ResNet(depth=20, num_classes=num_classes)

@@ -60,10 +60,10 @@ def test_fang_trimmed_mean_pushes_the_rule_against_the_honest_direction(rule):
   assert (shift < 0).mean() > 0.8
 
 
-def test_krum_scores_match_brute_force():
+def test_fang_krum_scores_match_brute_force():
   x = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
   for f in (0, 1, 3):
-    np.testing.assert_allclose(attacks.krum_scores(jnp.asarray(x), f), _np_krum_scores(x, f),
+    np.testing.assert_allclose(attacks.fang_krum_scores(jnp.asarray(x), f), _np_krum_scores(x, f),
                                rtol=1e-5)
 
 

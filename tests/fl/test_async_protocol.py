@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from robustfl_jax import aggregators, attacks
-from robustfl_jax.aggregators import _base
+from robustfl_jax.aggregators import base
 from robustfl_jax.checkpoint import Checkpointer
 from robustfl_jax.fl import async_protocol, config as config_lib, experiment
 from robustfl_jax.fl import runner
@@ -68,12 +68,12 @@ def _counting_aggregator():
   def update(updates, state, *, key=None, mask=None, lookahead_step=None,
              **context):
     del key, mask, context
-    valid = _base.valid_rows(updates)
-    info = _base.base_info(valid, valid)
+    valid = base.valid_rows(updates)
+    info = base.base_info(valid, valid)
     return (jnp.mean(updates, 0),
             (state[0] + 1, state[1] + jnp.asarray(lookahead_step)), info)
 
-  return _base.Aggregator(init, update)
+  return base.Aggregator(init, update)
 
 
 @pytest.mark.parametrize("lookahead", [True, False])
@@ -93,8 +93,8 @@ def _naive_mean():
   def update(updates, state, **context):
     del context
     valid = jnp.ones(updates.shape[0], bool)
-    return jnp.mean(updates, 0), state, _base.base_info(valid, valid)
-  return _base.Aggregator(lambda _: (), update)
+    return jnp.mean(updates, 0), state, base.base_info(valid, valid)
+  return base.Aggregator(lambda _: (), update)
 
 
 def test_non_finite_uploads_never_reach_any_model(tiny_problem):

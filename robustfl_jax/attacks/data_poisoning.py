@@ -15,12 +15,13 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from robustfl_jax.data._types import ClientData
+from robustfl_jax.attacks._registry import Attack, register_factory
+from robustfl_jax.data import ClientData
 
 Array = jax.Array
 
@@ -154,3 +155,40 @@ def poison_clients(data: ClientData, byzantine: Array, spec: DataPoisoning,
   y = jnp.where(rows, new_y, y)
   x = jnp.where(rows.reshape(rows.shape + (1,) * (x.ndim - 2)), new_x, x)
   return ClientData(x, y, count)
+
+
+def _data_attack(spec: DataPoisoning, evaluation: dict) -> Attack:
+  validate(spec)
+
+  def poison_data(client_data, byzantine, key):
+    return poison_clients(client_data, byzantine, spec, key)
+
+  return Attack(spec.name, poison_data=poison_data, evaluation=evaluation)
+
+
+@register_factory("label_flip")
+def label_flip_attack(*, dataset: Any) -> Attack:
+  """Byzantine clients train on ``num_classes - 1 - y`` (every label flipped)."""
+  return _data_attack(DataPoisoning("label_flip", dataset.num_classes), {})
+
+
+@register_factory("targeted_flip")
+def targeted_flip_attack(*, dataset: Any, source: int = 6, target: int = 3
+                         ) -> Attack:
+  """Byzantine clients relabel class ``source`` as ``target``."""
+  return _data_attack(
+      DataPoisoning("targeted_flip", dataset.num_classes, source=source,
+                    target=target), {"targeted": (source, target)})
+
+
+@register_factory("backdoor")
+def backdoor_attack(*, dataset: Any, target: int = 3, fraction: float = 0.5,
+                    trigger_size: int = 2, trigger_value: float = 1.0
+                    ) -> Attack:
+  """Byzantine clients stamp a trigger on ``fraction`` of their examples and
+  label them ``target`` (BadNets)."""
+  return _data_attack(
+      DataPoisoning("backdoor", dataset.num_classes, target=target,
+                    fraction=fraction, trigger_size=trigger_size,
+                    trigger_value=trigger_value),
+      {"backdoor": (target, trigger_size, trigger_value)})

@@ -110,7 +110,7 @@ def project(x_adv: Array, x: Array, epsilon, norm: str, clip_min: float = 0.0,
   return jnp.clip(x + delta, clip_min, clip_max)
 
 
-def _ascent_direction(grad: Array, norm: str) -> Array:
+def ascent_direction(grad: Array, norm: str) -> Array:
   """Steepest-ascent direction of unit norm: sign (L-inf) or ``g/||g||_2``."""
   if norm == "linf":
     return jnp.sign(grad)
@@ -221,7 +221,7 @@ def fgsm(logits_fn: LogitsFn, params: Any, x: Array, y: Array, *,
   _check(epsilon, None, norm)
   epsilon = _broadcast_eps(epsilon, x)
   _, grad = _loss_and_grad(logits_fn, params, x, y, target, loss)
-  x_adv = x + epsilon * _ascent_direction(grad, norm)
+  x_adv = x + epsilon * ascent_direction(grad, norm)
   return project(x_adv, x, epsilon, norm, clip_min, clip_max).astype(x.dtype)
 
 
@@ -239,7 +239,7 @@ def pgd_step(logits_fn: LogitsFn, params: Any, x_adv: Array, x: Array,
   """One projected steepest-ascent step (the body of :func:`pgd`)."""
   epsilon = _broadcast_eps(epsilon, x)
   _, grad = _loss_and_grad(logits_fn, params, x_adv, y, target, loss)
-  x_next = x_adv + step_size * _ascent_direction(grad, norm)
+  x_next = x_adv + step_size * ascent_direction(grad, norm)
   return project(x_next, x, epsilon, norm, clip_min, clip_max)
 
 
@@ -401,7 +401,7 @@ def apgd(logits_fn: LogitsFn, params: Any, x: Array, y: Array,
     (x_k, x_prev, grad, loss_prev, eta, x_best, loss_best, grad_best,
      increases, reduced_last, best_at_last_check) = carry
     a = jnp.where(i == 0, 1.0, momentum)
-    z = proj(x_k + per_ex(eta) * _ascent_direction(grad, norm))
+    z = proj(x_k + per_ex(eta) * ascent_direction(grad, norm))
     x_next = proj(x_k + a * (z - x_k) + (1.0 - a) * (x_k - x_prev))
     loss_next, grad_next = _loss_and_grad(logits_fn, params, x_next, y, target,
                                           loss)

@@ -2,6 +2,7 @@
 
 Writes into a work directory:
 
+* ``config.json``: the resolved config;
 * ``metrics.jsonl``: one JSON object per evaluation (``round``,
   ``test_accuracy``, ``test_loss``, ``test_error_rate``, ``per_class_accuracy``,
   ``train_loss``, ``num_rejected``, ``flagged_clients``, ``tpr``, ``fpr``,
@@ -23,25 +24,37 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import ml_collections
 import numpy as np
 
 from robustfl_jax.checkpoint import Checkpointer
-from robustfl_jax.fl.experiment import Experiment, build_experiment
-from robustfl_jax.fl.server import params_sha256
+from robustfl_jax.experiments import adversarial as adversarial_hooks
+from robustfl_jax.experiments import reporting
+from robustfl_jax.experiments.builders import Experiment, build_experiment
+from robustfl_jax.fl.server import ServerState, params_sha256
+
+_ROUND_FIELDS = ("train_loss", "num_rejected", "num_nonfinite", "tpr", "fpr",
+                 "skipped", "update_norm")
 
 
-def _to_json(value: Any) -> Any:
-  arr = np.asarray(value)
-  if arr.ndim == 0:
-    item = arr.item()
-    if isinstance(item, float) and not math.isfinite(item):
-      return None  # JSON has no NaN/Inf.
-    return item
-  return [_to_json(v) for v in arr]
+class RunResult(NamedTuple):
+  """What :func:`train` returns.
+
+  Attributes:
+    summary: the dict written to ``summary.json``.
+    history: the ``metrics.jsonl`` rows, one per evaluation (resumed runs
+      include the rows of the earlier part).
+    state: the final :class:`~robustfl_jax.fl.ServerState`.
+    experiment: the :class:`Experiment` that ran.
+  """
+
+  summary: dict
+  history: list
+  state: ServerState
+  experiment: Experiment
 
 
 def _format_eta(seconds: float) -> str:
@@ -64,35 +77,28 @@ def _read_metrics(path: str, up_to_round: int) -> list[dict]:
   return rows
 
 
-def plot_metrics(rows: list[dict], path: str, title: str = "") -> None:
-  """Saves a PNG of test accuracy and loss against rounds."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  rounds = [r["round"] for r in rows]
-  fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
-  acc = [np.nan if r["test_accuracy"] is None else r["test_accuracy"]
-         for r in rows]
-  loss = [np.nan if r["test_loss"] is None else r["test_loss"] for r in rows]
-  ax_acc.plot(rounds, acc, marker="o", ms=3)
-  ax_acc.set_xlabel("round")
-  ax_acc.set_ylabel("test accuracy")
-  ax_acc.set_ylim(0, 1)
-  ax_acc.grid(alpha=0.3)
-  ax_loss.plot(rounds, loss, marker="o", ms=3, color="tab:red")
-  ax_loss.set_xlabel("round")
-  ax_loss.set_ylabel("test loss")
-  ax_loss.grid(alpha=0.3)
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+def _fmt(value, spec=".4f"):
+  return "n/a" if value is None else format(value, spec)
+
+
+def _metrics_row(done: int, eval_metrics: dict, round_metrics: dict,
+                 elapsed: float) -> dict:
+  row = {"round": done}
+  row.update({f"test_{k}" if k in ("accuracy", "loss", "error_rate") else k:
+              reporting.to_json(v) for k, v in eval_metrics.items()})
+  for k in _ROUND_FIELDS:
+    row[k] = reporting.to_json(round_metrics[k])
+  row["flagged_clients"] = np.flatnonzero(round_metrics["flagged"]).tolist()
+  if "factor_mean" in round_metrics:  # Romoa: who is being punished
+    row["factor_mean"] = reporting.to_json(round_metrics["factor_mean"])
+  row["time_s"] = round(elapsed, 3)
+  return row
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           log: Callable[[str], None] = print, checkpoint: bool = True,
-          plot: bool = True, experiment: Optional[Experiment] = None) -> dict:
+          plot: bool = True, experiment: Optional[Experiment] = None
+          ) -> RunResult:
   """Runs (or resumes) the experiment of ``config`` in ``workdir``.
 
   Args:
@@ -104,7 +110,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     experiment: a prebuilt experiment for ``config`` (sweeps reuse compiles).
 
   Returns:
-    The summary dict also written to ``summary.json``.
+    A :class:`RunResult`: the summary (also in ``summary.json``), the metrics
+    history and the final state.
 
   Raises:
     ValueError: the config cannot work (message names the field).
@@ -118,8 +125,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     os.makedirs(out_dir, exist_ok=True)
     log = lambda _: None
   exp = experiment if experiment is not None else build_experiment(config)
-  with open(os.path.join(out_dir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  reporting.write_text(os.path.join(out_dir, "config.json"),
+                       config.to_json_best_effort(indent=2, sort_keys=True))
   num_rounds = int(config.num_rounds)
   state = exp.init_state()
   start_round = 0
@@ -159,50 +166,48 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
           done % config.checkpoint_every == 0 or done == num_rounds)
       if not (is_eval or is_ckpt):
         continue
-      eval_metrics = jax.device_get(exp.eval_fn(state.params)) if is_eval else None
-      round_metrics = jax.device_get(round_metrics)
       now = time.time()
       steady_rounds += done - prev_done
       steady_seconds += now - t_last
       seconds_per_round = steady_seconds / max(steady_rounds, 1)
       t_last, prev_done = now, done
       if is_eval:
-        row = {"round": done}
-        row.update({f"test_{k}" if k in ("accuracy", "loss", "error_rate") else k:
-                    _to_json(v) for k, v in eval_metrics.items()})
-        for k in ("train_loss", "num_rejected", "num_nonfinite", "tpr", "fpr",
-                  "skipped", "update_norm"):
-          row[k] = _to_json(round_metrics[k])
-        row["flagged_clients"] = np.flatnonzero(
-            round_metrics["flagged"]).tolist()
-        if "factor_mean" in round_metrics:  # Romoa: who is being punished
-          row["factor_mean"] = _to_json(round_metrics["factor_mean"])
-        row["time_s"] = round(now - t_start, 3)
+        row = _metrics_row(done, jax.device_get(exp.eval_fn(state.params)),
+                           jax.device_get(round_metrics), now - t_start)
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
         rows.append(row)
-        eta = seconds_per_round * (num_rounds - done)
-        acc = row["test_accuracy"]
-        loss = row["test_loss"]
-        if loss is None:
+        if row["test_loss"] is None:
           log(f"warning: non-finite test loss at round {done}")
-        log(f"round {done}/{num_rounds} | test_acc {acc:.4f} | test_loss "
-            f"{loss if loss is None else format(loss, '.4f')} | train_loss "
-            f"{row['train_loss'] if row['train_loss'] is None else format(row['train_loss'], '.4f')}"
-            f" | rejected {row['num_rejected']} | {seconds_per_round:.3f} s/round"
-            f" | eta {_format_eta(eta)}")
+        log(f"round {done}/{num_rounds} | test_acc {row['test_accuracy']:.4f}"
+            f" | test_loss {_fmt(row['test_loss'])} | train_loss "
+            f"{_fmt(row['train_loss'])} | rejected {row['num_rejected']} | "
+            f"{seconds_per_round:.3f} s/round | eta "
+            f"{_format_eta(seconds_per_round * (num_rounds - done))}")
       if is_ckpt:
         ckpt.save(done, state)
   if ckpt is not None:
     ckpt.close()
 
+  summary = _summary(config, exp, state, rows, start_round, t_start)
+  reporting.write_json(os.path.join(out_dir, "summary.json"), summary,
+                       indent=2)
+  if plot and rows:
+    reporting.plot_metrics(rows, os.path.join(out_dir, "metrics.png"),
+                           title=f"{config.data.name} / "
+                                 f"{config.aggregator.name} / "
+                                 f"{config.attack.name}")
+  return RunResult(summary, rows, state, exp)
+
+
+def _summary(config, exp: Experiment, state: ServerState, rows: list,
+             start_round: int, t_start: float) -> dict:
   final = rows[-1] if rows else {}
-  params = jax.device_get(state.params)
   summary = {
       "final_test_accuracy": final.get("test_accuracy"),
       "final_test_loss": final.get("test_loss"),
       "rounds_completed": int(jax.device_get(state.round)),
-      "params_sha256": params_sha256(params),
+      "params_sha256": params_sha256(jax.device_get(state.params)),
       "num_params": exp.num_params,
       "best_test_accuracy": max((r["test_accuracy"] or 0.0) for r in rows)
                             if rows else None,
@@ -219,14 +224,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     if key in final:
       summary[f"final_{key}"] = final[key]
   # eval.attack_epsilon set: clean and PGD-20 robust accuracy of the final model.
-  from robustfl_jax.adversarial import evaluation as adversarial_eval  # pylint: disable=import-outside-toplevel
-  summary.update(adversarial_eval.summary_metrics(
+  summary.update(adversarial_hooks.robust_summary(
       config, exp.model.apply, state.params, exp.dataset.x_test,
       exp.dataset.y_test))
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  if plot and rows:
-    plot_metrics(rows, os.path.join(out_dir, "metrics.png"),
-                 title=f"{config.data.name} / {config.aggregator.name} / "
-                       f"{config.attack.name}")
   return summary
