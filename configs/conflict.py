@@ -5,17 +5,19 @@ Command::
   python scripts/conflict.py --config=configs/conflict.py
   # a smaller grid:
   python scripts/conflict.py --config=configs/conflict.py \
-      --config.grid.defences=mean,krum,gan_filter --config.num_rounds=10
+      --config.grid.defenses=mean,krum,gan_filter --config.num_rounds=10
 
-Defences {mean, median, trimmed mean, Krum, geometric median, centered
+Defenses {mean, median, trimmed mean, Krum, geometric median, centered
 clipping, FLTrust, GAN filter} x adversaries {none, ALIE, Min-Max,
 distance-bounded, validation-evading} x data {IID, Dirichlet 0.1, one label
 per client}: 20 clients of which 4 Byzantine, MLP 64-128-10, 30 rounds.
 Writes ``runs/conflict/{results.json, conflict.md, conflict.png,
-gan_samples.png, gan.json, meta.json}``.
+gan_samples.png, gan.json, meta.json}``; ``--publish`` also writes
+``docs/results/conflict.md``. The grid runs in
+:func:`robustfl_jax.experiments.conflict.run_conflict`.
 
 Result (measured on the shared 2-core CPU: 4 min 18 s wall, 263 s CPU, one
-program compiled per defence): final test accuracy without attack / under the
+program compiled per defense): final test accuracy without attack / under the
 distance-bounded adversary, iid | Dirichlet 0.1 | one label:
 
   mean         0.931 / 0.902 | 0.904 / 0.287 | 0.853 / 0.140
@@ -24,8 +26,8 @@ distance-bounded adversary, iid | Dirichlet 0.1 | one label:
   GAN filter   0.929 / 0.822 | 0.849 / 0.389 | 0.353 / 0.140
 
 and the GAN filter excludes 24% | 70% | 90% of honest clients per round
-without attack. The full table and what it shows are in the README
-("Behaviour-based defences and strategic adversaries").
+without attack. The full table is in ``docs/results/conflict.md`` (written
+by ``--publish``).
 
 The shared sample of the GAN filter is 10% of the digits training set (134
 images, 13-14 per class): the seed's 0.5% is 7 images on digits (fewer than
@@ -54,6 +56,15 @@ def get_config():
   # The validation-evading adversary relabels class source as target.
   config.attack.source = 6
   config.attack.target = 3
+  # Distance-bounded adversary: ball radius / honest spread, ascent steps.
+  config.attack.budget = 1.0
+  config.attack.num_steps = 20
+  # Validation-evading adversary: its data (per class), poison steps, scales.
+  config.attack.attacker_per_class = 20
+  config.attack.poison_steps = 20
+  config.attack.poison_lr = 0.5
+  config.attack.num_candidates = 9
+  config.attack.max_scale = 4.0
   config.aggregator.num_byzantine = 4
   config.aggregator.num_trim = 4
   config.aggregator.radius = 0.5
@@ -76,21 +87,14 @@ def get_config():
   config.aggregator.margin = 0.2
 
   config.grid = ml_collections.ConfigDict()
-  config.grid.defences = ("mean", "median", "trimmed_mean", "krum",
+  # Server rules (aggregator.name), adversaries (attack.name or "none") and
+  # data partitions (data.partition); a flag may give them comma-separated.
+  config.grid.defenses = ("mean", "median", "trimmed_mean", "krum",
                           "geometric_median", "centered_clipping", "fltrust",
                           "gan_filter")
   config.grid.adversaries = ("none", "alie", "min_max", "distance_bounded",
                              "validation_evading")
   config.grid.partitions = ("iid", "dirichlet", "one_label")
-  # Distance-bounded adversary: ball radius / honest spread, ascent steps.
-  config.grid.budget = 1.0
-  config.grid.attack_steps = 20
-  # Validation-evading adversary: its data (per class), poison steps, scales.
-  config.grid.attacker_per_class = 20
-  config.grid.poison_steps = 20
-  config.grid.poison_lr = 0.5
-  config.grid.num_candidates = 9
-  config.grid.max_scale = 4.0
   # The mode-collapse comparison: samples per class drawn from each GAN.
   config.grid.diversity_per_class = 50
   return config

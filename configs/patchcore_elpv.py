@@ -10,8 +10,10 @@ cells, 256-dim patch features from EfficientNet-Lite0 stages 3 and 5 (a
 20 x 20 patch grid), a 2,000-patch memory bank. configs/patchcore_elpv_full.py
 is the full-size run for accelerators.
 
-Result: see results.md in the work directory; the measured figures are in
-the project README.
+Headline (README): centralised image AUROC 0.801 (0.882 on p = 1 defects);
+synthetic defects pixel AUROC 0.992, AUPRO@0.3 0.965; about 5 minutes.
+Adding ``--publish`` writes the whole table to docs/results/patchcore_elpv.md
+and this figure to the README.
 """
 
 import ml_collections

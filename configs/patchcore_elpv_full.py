@@ -7,7 +7,11 @@ Command::
 Differences from configs/patchcore_elpv.py: original 300 x 300 resolution
 upsampled to 320 (a 40 x 40 patch grid), every functional cell not held out
 for training (1,208), all 1,116 defective cells in the test set, 512-dim
-features, a 1% memory bank (about 19,000 patches) and 10 clients.
+features, a 1% memory bank (about 19,000 patches) and 10 clients, two of
+them malicious.
+
+Headline: no figure recorded in this repository yet; ``--publish``
+writes docs/results/patchcore_elpv_full.md and the README figure from the run.
 """
 
 import os

@@ -42,7 +42,8 @@ class Entry:
     skip: leading positional parameters of ``target`` that are data, not
       hyper-parameters (an attack's ``key, updates, byzantine_mask``).
     check: optional ``check(**hparams, **context)`` that raises ``ValueError``
-      for values that cannot work, without building anything expensive.
+      for values that cannot work, without building anything expensive; it
+      receives the names its signature lists.
     meta: family-specific facts (e.g. a config section, a kind).
   """
 
@@ -101,6 +102,13 @@ class Registry:
       return fn
 
     return add if target is None else add(target)
+
+  def unregister(self, name: str) -> None:
+    """Removes ``name`` and its aliases (a part registered by a test)."""
+    key = self.entry(name).name
+    del self._entries[key]
+    for alias in [a for a, k in self._aliases.items() if k == key]:
+      del self._aliases[alias]
 
   def names(self, include_aliases: bool = True) -> tuple[str, ...]:
     """Every registered name, sorted."""
@@ -162,9 +170,12 @@ class Registry:
     self.check_hparams(name, hparams)
     entry = self.entry(name)
     if entry.check is not None:
-      ctx = dict(context)
-      accepted = set(inspect.signature(entry.check).parameters)
-      entry.check(**hparams, **{k: v for k, v in ctx.items() if k in accepted})
+      params = inspect.signature(entry.check).parameters
+      given = {**dict(context), **dict(hparams)}
+      if not any(p.kind is inspect.Parameter.VAR_KEYWORD
+                 for p in params.values()):
+        given = {k: v for k, v in given.items() if k in params}
+      entry.check(**given)
 
   def build(self, name: str, hparams: Mapping[str, Any] = (),
             context: Mapping[str, Any] = ()) -> Any:

@@ -9,41 +9,45 @@ Example::
 Outputs in ``--workdir`` (default ``runs/<config file name>``): ``results.json``
 (``centralized.image_auroc``, ``federated.<strategy>.<attack or clean>.image_auroc``,
 ``synthetic.pixel_auroc``, ``synthetic.aupro``), ``results.md`` and
-``anomaly_maps_*.png``.
+``anomaly_maps_*.png``. ``--publish`` also writes
+``docs/results/<config file name>.md`` and the README's headline figure.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from robustfl_jax.patchcore import experiment  # pylint: disable=wrong-import-position
+from robustfl_jax.experiments import cli
+from robustfl_jax.experiments import patchcore
+from robustfl_jax.experiments import reporting
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/patchcore_*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; default runs/<config file name>.")
+_PUBLISH = flags.DEFINE_bool(
+    "publish", False, "Write docs/results/<config name>.md and the README headline from this run.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  if config is None:
+  if _CONFIG.value is None:
     raise app.UsageError("--config=configs/<name>.py is required.")
-  workdir = _WORKDIR.value
-  if workdir is None:
-    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
-    workdir = os.path.join("runs", name)
-  try:
-    experiment.run(config, workdir, log=lambda line: print(line, flush=True))
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
-  return 0
+  config_path = flags.FLAGS["config"].config_filename
+  workdir = cli.default_workdir(_WORKDIR.value, config_path)
+
+  def run():
+    results = patchcore.run(_CONFIG.value, workdir, log=cli.say)
+    if _PUBLISH.value:
+      path = reporting.publish(
+        cli.config_name(config_path), patchcore.markdown(results),
+        command=cli.command_line(), headline=patchcore.headline(results),
+        files=[os.path.join(workdir, patchcore.TEST_MAPS)])
+      cli.say(f"published {path}")
+
+  return cli.run_or_exit(run)
 
 
 if __name__ == "__main__":

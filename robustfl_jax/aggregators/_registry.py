@@ -26,8 +26,10 @@ from robustfl_jax.registry import Registry
 
 Array = jax.Array
 
-RULES = Registry("aggregator", context=("num_clients", "params", "layer_sizes",
-                                        "key", "mask", "weights"))
+# Build-time context (what an experiment knows), then call-time arguments.
+BUILD_CONTEXT = ("num_clients", "params", "layer_sizes")
+RULES = Registry("aggregator",
+                 context=BUILD_CONTEXT + ("key", "mask", "weights"))
 PRE_AGGREGATORS = Registry("pre-aggregator", context=("key", "mask"))
 
 
@@ -212,7 +214,8 @@ def get(name: str, *,
     num_clients: if given, hyper-parameters are checked against it now (and
       stateful rules size their state with it).
     params: the model's parameters, for rules that read its layout (Romoa).
-    **hparams: the rule's hyper-parameters (e.g. ``num_byzantine=2``).
+    **hparams: the rule's hyper-parameters (e.g. ``num_byzantine=2``), and
+      for factories any other build context they declare (``layer_sizes``).
 
   Returns:
     ``Aggregator(init, update)`` with ``update(updates, state, *, key=None,
@@ -233,9 +236,10 @@ def get(name: str, *,
   else:
     if pre_aggregators and not entry.meta.get("takes_pre_aggregators", True):
       raise ValueError(f"{name} takes no pre_aggregators.")
+    context = {"num_clients": num_clients, "params": params}
+    context.update({k: hparams.pop(k) for k in BUILD_CONTEXT if k in hparams})
     hp = dict(hparams)
-    inner = RULES.build(name, hp, {"num_clients": num_clients,
-                                   "params": params})
+    inner = RULES.build(name, hp, context)
     inner_check = lambda n: None
   stages = [_Stage(p, hp) for p in pre_aggregators]
 

@@ -192,8 +192,8 @@ def make_alternating_minimization(local_train_factory: Callable, *,
 def _check_labels(source: int, target: int, num_classes: int = 10) -> None:
   if not (0 <= source < num_classes and 0 <= target < num_classes
           and source != target):
-    raise ValueError(f"source and target must be distinct labels in [0, "
-                     f"{num_classes}); got {source} and {target}.")
+    raise ValueError(f"source={source} and target={target} must be distinct "
+                     f"labels in [0, {num_classes}).")
 
 
 def _check_tpa(source: int = 6, target: int = 3, aux_size: int = 10,

@@ -166,13 +166,32 @@ def _data_attack(spec: DataPoisoning, evaluation: dict) -> Attack:
   return Attack(spec.name, poison_data=poison_data, evaluation=evaluation)
 
 
+def _check_labels(source: int = 6, target: int = 3, fraction: float = 0.5,
+                  trigger_size: int = 2) -> None:
+  """What can be checked before the data set (its classes) is known."""
+  for field, value in (("source", source), ("target", target)):
+    if int(value) < 0:
+      raise ValueError(f"attack.{field}={value} must be a class label >= 0.")
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"attack.fraction={fraction} must be in (0, 1].")
+  if int(trigger_size) < 1:
+    raise ValueError(f"attack.trigger_size={trigger_size} must be >= 1.")
+
+
+def _check_targeted(source: int = 6, target: int = 3) -> None:
+  _check_labels(source, target)
+  if source == target:
+    raise ValueError("attack.source and attack.target must differ; both are "
+                     f"{source}.")
+
+
 @register_factory("label_flip")
 def label_flip_attack(*, dataset: Any) -> Attack:
   """Byzantine clients train on ``num_classes - 1 - y`` (every label flipped)."""
   return _data_attack(DataPoisoning("label_flip", dataset.num_classes), {})
 
 
-@register_factory("targeted_flip")
+@register_factory("targeted_flip", check=_check_targeted)
 def targeted_flip_attack(*, dataset: Any, source: int = 6, target: int = 3
                          ) -> Attack:
   """Byzantine clients relabel class ``source`` as ``target``."""
@@ -181,7 +200,7 @@ def targeted_flip_attack(*, dataset: Any, source: int = 6, target: int = 3
                     target=target), {"targeted": (source, target)})
 
 
-@register_factory("backdoor")
+@register_factory("backdoor", check=_check_labels)
 def backdoor_attack(*, dataset: Any, target: int = 3, fraction: float = 0.5,
                     trigger_size: int = 2, trigger_value: float = 1.0
                     ) -> Attack:

@@ -96,7 +96,7 @@ def accept_by_rule(scores: Array, valid: Array, rule: str,
     cut = s[jnp.minimum(best + 1, n - 1)]
     split = jnp.any(ok) & (gap >= margin)
     return valid & jnp.where(split, scores >= cut, True)
-  raise ValueError(f"aggregator.threshold_rule={rule!r} is not known; choose "
+  raise ValueError(f"threshold_rule={rule!r} is not known; choose "
                    f"one of {THRESHOLD_RULES}.")
 
 
@@ -123,7 +123,7 @@ def gan_filter_probe(apply_fn: Callable, params_template: Any,
   """
   check_rule(rule, threshold, margin)
   if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-    raise ValueError(f"aggregator.validation_per_class={per_class!r} must be "
+    raise ValueError(f"validation_per_class={per_class!r} must be "
                      "an int >= 1.")
   _, unravel = jax.flatten_util.ravel_pytree(params_template)
   labels = wgan_gp.balanced_labels(gan.num_classes, per_class)

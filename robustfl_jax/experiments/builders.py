@@ -11,6 +11,7 @@ returns an :class:`Experiment` whose ``round_fn`` and ``eval_fn`` are jitted.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -75,8 +76,21 @@ def check_choice(field: str, value: Any, choices) -> None:
                      f"{sorted(choices)}.")
 
 
-def _reraise(field: str, error: ValueError) -> ValueError:
-  return ValueError(f"{field} cannot work: {error}")
+def name_fields(message: str, section: str, names) -> str:
+  """``"radius=0 must be > 0"`` -> ``"aggregator.radius=0 must be > 0"``.
+
+  Parts name their hyper-parameters; a config user needs the field.
+  """
+  for name in sorted(names, key=len, reverse=True):
+    message = re.sub(rf"(?<![\w.]){re.escape(name)}(?=\s*(=|must|needs))",
+                     f"{section}.{name}", message)
+  return message
+
+
+def _reraise(field: str, error: ValueError, section: str = "",
+             names=()) -> ValueError:
+  text = name_fields(str(error), section, names) if section else str(error)
+  return ValueError(f"{field} cannot work: {text}")
 
 
 # --------------------------------------------------------------------------
@@ -167,8 +181,10 @@ def _nb_error(config, hp, error: ValueError) -> ValueError:
   if "num_trim" in hp:
     return ValueError(f"aggregator.num_trim={hp['num_trim']} is invalid for "
                       f"{name} with num_clients={n}: {error}")
+  section = section_of_rule(name)
   return ValueError(f"aggregator.name={name!r} with hyper-parameters {hp} and "
-                    f"num_clients={n} cannot work: {error}")
+                    f"num_clients={n} cannot work: "
+                    f"{name_fields(str(error), section, hp)}")
 
 
 def build_aggregator(config: ml_collections.ConfigDict, params: Any = None):
@@ -209,7 +225,8 @@ def build_defense(config: ml_collections.ConfigDict, *, model: Any,
   try:
     return defenses.DEFENSES.build(name, aggregator_hparams(config), context)
   except ValueError as e:
-    raise _reraise(f"aggregator.name={name!r}", e) from e
+    raise _reraise(f"aggregator.name={name!r}", e, "aggregator",
+                   defenses.DEFENSES.hparams(name)) from e
 
 
 def build_server_rule(config: ml_collections.ConfigDict, *, model: Any,
@@ -234,7 +251,8 @@ def check_aggregator(config: ml_collections.ConfigDict) -> None:
     try:
       defenses.DEFENSES.check(name, aggregator_hparams(config))
     except ValueError as e:
-      raise _reraise(f"aggregator.name={name!r}", e) from e
+      raise _reraise(f"aggregator.name={name!r}", e, "aggregator",
+                     defenses.DEFENSES.hparams(name)) from e
   else:
     build_aggregator(config)
 
@@ -308,7 +326,8 @@ def build_attack(config: ml_collections.ConfigDict, *, model: Any = None,
     if config.attack.stealth is not None:
       attack = attacks.stealth(attack, float(config.attack.stealth))
   except ValueError as e:
-    raise ValueError(f"attack.name={name!r} with {hp} cannot work: {e}") from e
+    raise ValueError(f"attack.name={name!r} with {hp} cannot work: "
+                     f"{name_fields(str(e), 'attack', hp)}") from e
   return attack
 
 
@@ -329,10 +348,12 @@ def check_attack(config: ml_collections.ConfigDict) -> None:
                      "[0, 1].")
   if name == "none":
     return
+  hp = attack_hparams(config)
   try:
-    attacks.ATTACKS.check(name, attack_hparams(config))
+    attacks.ATTACKS.check(name, hp)
   except ValueError as e:
-    raise ValueError(f"attack.name={name!r} cannot work: {e}") from e
+    raise ValueError(f"attack.name={name!r} cannot work: "
+                     f"{name_fields(str(e), 'attack', hp)}") from e
 
 
 def byzantine_mask(config: ml_collections.ConfigDict) -> np.ndarray:

@@ -22,7 +22,12 @@ _FACTORY_HPARAMS = {
     "gradient_attack": dict(rule=_median_rule, num_steps=3),
     "stealth": dict(attack=attacks.alie, alpha=0.5),
 }
-ALL_NAMES = attacks.names()
+# Attacks on the uploads alone (the others need a data set, a model or the
+# server's rule name; tests/attacks/test_targeted.py and test_strategic.py
+# build them).
+ALL_NAMES = tuple(
+    n for n in attacks.names()
+    if attacks.ATTACKS.entry(n).meta["kind"] == "update" or n in _FACTORY_HPARAMS)
 # Attacks whose output is not finite by design.
 _NON_FINITE_OUTPUT = {"non_finite"}
 
@@ -53,6 +58,24 @@ def test_names_cover_the_public_attacks():
   assert set(ALL_NAMES) == expected
   for name in ALL_NAMES:
     assert callable(getattr(attacks, name))
+  # Targeted, strategic and data poisoning are registered like the others.
+  assert set(attacks.names()) == expected | {
+      "tpa", "tpa_am", "validation_evading", "distance_bounded", "label_flip",
+      "targeted_flip", "backdoor"}
+
+
+def test_every_attack_from_get_is_an_attack_taking_context():
+  updates, mask = _data()
+  key = jax.random.key(0, impl="rbg")
+  for name in ALL_NAMES:
+    attack = _build(name)
+    assert isinstance(attack, attacks.Attack) and attack.name.endswith(name) or (
+        name == "stealth" and attack.name.startswith("stealth("))
+    # The round's context is accepted (and ignored by attacks that do not
+    # declare it).
+    out = attack(key, updates, mask, global_params=jnp.zeros(5), round=3,
+                 aggregator=None)
+    np.testing.assert_array_equal(out, attack(key, updates, mask))
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)
@@ -110,8 +133,14 @@ def test_float64_results_are_computed_in_float64():
 
 @pytest.mark.parametrize("name", ["alie", "min_max", "fang_krum"])
 def test_one_trace_per_shape(name):
-  attack = chex.assert_max_traces(n=1)(attacks.get(name))
-  jitted = jax.jit(attack)
+  attack = attacks.get(name)
+  chex.clear_trace_counter()  # the counter is keyed by the code location
+
+  @chex.assert_max_traces(n=1)
+  def traced(key, updates, mask):
+    return attack(key, updates, mask)
+
+  jitted = jax.jit(traced)
   updates, mask = _data()
   for seed in range(3):
     jitted(jax.random.key(seed, impl="rbg"), updates + seed, jnp.roll(mask, seed))
@@ -122,9 +151,9 @@ def test_get_binds_hparams_and_rejects_bad_names():
   np.testing.assert_array_equal(
       np.asarray(attacks.get("scaling", factor=3.0)(None, updates, mask)),
       np.asarray(attacks.scaling(None, updates, mask, factor=3.0)))
-  with pytest.raises(ValueError, match="Unknown attack 'nope'"):
+  with pytest.raises(ValueError, match="unknown attack 'nope'; choose one of"):
     attacks.get("nope")
-  with pytest.raises(ValueError, match="unknown factr"):
+  with pytest.raises(ValueError, match=r"does not take \['factr'\]"):
     attacks.get("scaling", factr=3.0)
 
 

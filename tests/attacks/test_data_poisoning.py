@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustfl_jax import data, fl
+from robustfl_jax import attacks, data
 
 
 @pytest.fixture()
@@ -19,7 +19,7 @@ BYZ = np.array([True, False, True, False, False])
 
 
 def test_label_flip(client_data):
-  out = fl.poison_clients(client_data, BYZ, fl.DataPoisoning("label_flip"),
+  out = attacks.poison_clients(client_data, BYZ, attacks.DataPoisoning("label_flip"),
                           jax.random.PRNGKey(0))
   mask = client_data.example_mask()
   for c in range(5):
@@ -30,13 +30,13 @@ def test_label_flip(client_data):
       np.testing.assert_array_equal(out.y[c], client_data.y[c])
     np.testing.assert_array_equal(out.y[c][~real], client_data.y[c][~real])
   np.testing.assert_array_equal(out.x, client_data.x)
-  np.testing.assert_array_equal(fl.label_flip(jnp.arange(10), 10),
+  np.testing.assert_array_equal(attacks.label_flip(jnp.arange(10), 10),
                                 jnp.arange(10)[::-1])
 
 
 def test_targeted_flip_only_source(client_data):
-  spec = fl.DataPoisoning("targeted_flip", source=6, target=3)
-  out = fl.poison_clients(client_data, BYZ, spec, jax.random.PRNGKey(0))
+  spec = attacks.DataPoisoning("targeted_flip", source=6, target=3)
+  out = attacks.poison_clients(client_data, BYZ, spec, jax.random.PRNGKey(0))
   changed = np.asarray(out.y) != client_data.y
   assert changed.any()
   assert np.all(np.asarray(client_data.y)[changed] == 6)
@@ -45,8 +45,8 @@ def test_targeted_flip_only_source(client_data):
 
 
 def test_backdoor_stamps_trigger_and_target(client_data):
-  spec = fl.DataPoisoning("backdoor", target=0, fraction=1.0, trigger_size=2)
-  out = fl.poison_clients(client_data, BYZ, spec, jax.random.PRNGKey(0))
+  spec = attacks.DataPoisoning("backdoor", target=0, fraction=1.0, trigger_size=2)
+  out = attacks.poison_clients(client_data, BYZ, spec, jax.random.PRNGKey(0))
   mask = client_data.example_mask()
   x, y = np.asarray(out.x), np.asarray(out.y)
   for c in np.flatnonzero(BYZ):
@@ -61,7 +61,7 @@ def test_backdoor_stamps_trigger_and_target(client_data):
 def test_backdoor_fraction_and_flat_trigger():
   x = jnp.zeros((1000, 16))
   y = jnp.ones((1000,), jnp.int32)
-  px, py = fl.backdoor(x, y, 800, jax.random.PRNGKey(0), target=7, fraction=0.25)
+  px, py = attacks.backdoor(x, y, 800, jax.random.PRNGKey(0), target=7, fraction=0.25)
   poisoned = np.asarray(py) == 7
   assert 0.18 < poisoned[:800].mean() < 0.32 and not poisoned[800:].any()
   assert np.all(np.asarray(px)[poisoned][:, -4:] == 1.0)
@@ -69,9 +69,9 @@ def test_backdoor_fraction_and_flat_trigger():
 
 def test_validation_names_fields():
   with pytest.raises(ValueError, match="attack.target=12"):
-    fl.data_poisoning.validate(fl.DataPoisoning("backdoor", target=12))
+    attacks.data_poisoning.validate(attacks.DataPoisoning("backdoor", target=12))
   with pytest.raises(ValueError, match="must differ"):
-    fl.data_poisoning.validate(fl.DataPoisoning("targeted_flip", source=2,
+    attacks.data_poisoning.validate(attacks.DataPoisoning("targeted_flip", source=2,
                                                 target=2))
   with pytest.raises(ValueError, match="attack.fraction"):
-    fl.data_poisoning.validate(fl.DataPoisoning("backdoor", fraction=0.0))
+    attacks.data_poisoning.validate(attacks.DataPoisoning("backdoor", fraction=0.0))

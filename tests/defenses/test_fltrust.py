@@ -95,5 +95,5 @@ def test_aggregator_uses_the_server_update_from_the_root_set():
 def test_root_set_validates_size():
   x, y = np.zeros((5, 2)), np.zeros(5)
   assert defenses.root_set(x, y, 3)[0].shape == (3, 2)
-  with pytest.raises(ValueError, match="aggregator.root_size"):
+  with pytest.raises(ValueError, match=r"root_size=6 must be in \[1, 5\]"):
     defenses.root_set(x, y, 6)

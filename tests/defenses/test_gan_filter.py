@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from robustfl_jax import defenses
-from robustfl_jax.fl import config as config_lib
-from robustfl_jax.fl import experiment
+from robustfl_jax.experiments import config as config_lib
+from robustfl_jax.experiments import builders as experiment
 from robustfl_jax.models import MLP
 from robustfl_jax.models.gan import ConditionalGenerator
 
@@ -105,13 +105,13 @@ def test_filter_keeps_rows_above_the_threshold_and_never_nan(threshold, kept):
   assert int(info["num_nonfinite"]) == 1
 
 
-def test_bad_settings_name_the_config_field():
+def test_bad_settings_name_the_setting():
   model, params, gan, _, _ = _setup()
-  with pytest.raises(ValueError, match="aggregator.threshold_rule"):
+  with pytest.raises(ValueError, match="threshold_rule='mode'"):
     defenses.gan_filter(model.apply, params, gan, rule="mode")
-  with pytest.raises(ValueError, match="aggregator.threshold"):
+  with pytest.raises(ValueError, match="threshold=1.5"):
     defenses.gan_filter(model.apply, params, gan, rule="fixed", threshold=1.5)
-  with pytest.raises(ValueError, match="aggregator.validation_per_class"):
+  with pytest.raises(ValueError, match="validation_per_class"):
     defenses.gan_filter(model.apply, params, gan, per_class=0)
 
 

@@ -83,7 +83,7 @@ def test_shared_sample_is_stratified_and_validates_fraction():
   xs, ys = defenses.shared_sample(x, y, 0.05, 3)
   assert np.bincount(ys, minlength=3).tolist() == [5, 1, 1]
   np.testing.assert_array_equal(y[xs[:, 0].astype(int)], ys)
-  with pytest.raises(ValueError, match="aggregator.shared_fraction"):
+  with pytest.raises(ValueError, match=r"shared_fraction=0.0 must be in \(0, 1\]"):
     defenses.shared_sample(x, y, 0.0, 3)
 
 

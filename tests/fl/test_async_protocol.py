@@ -10,8 +10,9 @@ import pytest
 from robustfl_jax import aggregators, attacks
 from robustfl_jax.aggregators import base
 from robustfl_jax.checkpoint import Checkpointer
-from robustfl_jax.fl import async_protocol, config as config_lib, experiment
-from robustfl_jax.fl import runner
+from robustfl_jax.experiments import builders as experiment, config as config_lib, protocols
+from robustfl_jax.fl import async_protocol
+from robustfl_jax.experiments import runner
 from robustfl_jax.fl.server import FederatedData, params_sha256
 
 
@@ -185,20 +186,17 @@ def test_config_wiring_validation_and_train_script_path(tmp_path):
     experiment.validate_config(_config(**{"romoa.gamma": 1.5}))
   with pytest.raises(ValueError, match="romoa.beta"):
     experiment.validate_config(_config(**{"romoa.beta": 2.0}))
-  with pytest.raises(ValueError, match="protocol='romoa_async'"):
-    experiment.validate_config(_config(protocol="sync", **{
-        "attack.name": "tpa", "attack.num_byzantine": 1}))
   with pytest.raises(ValueError, match="client.momentum"):
     experiment.validate_config(_config(**{"client.momentum": 0.9}))
   with pytest.raises(ValueError, match="scorer.name"):
     experiment.validate_config(_config(**{"scorer.name": "zscore"}))
-  assert async_protocol.moving_rate_from_config(_config()) == 0.1
+  assert protocols.moving_rate(_config()) == 0.1
   # scripts/train.py's loop runs the asynchronous protocol end to end.
   config = _config(**{"aggregator.name": "mean", "num_rounds": 3,
                       "eval_every": 1, "checkpoint_every": 1,
                       "client.learning_rate": 0.5})
   summary = runner.train(config, str(tmp_path / "run"), log=lambda _: None,
-                         plot=False)
+                         plot=False).summary
   assert summary["rounds_completed"] == 3
   assert summary["final_test_accuracy"] > 0.4  # chance is 0.1
 

@@ -8,8 +8,8 @@ import pytest
 
 from robustfl_jax import aggregators as agg
 from robustfl_jax import data, fl, models
-from robustfl_jax.fl import config as config_lib
-from robustfl_jax.fl import experiment
+from robustfl_jax.experiments import config as config_lib
+from robustfl_jax.experiments import builders as experiment
 
 
 def test_map_and_vmap_rounds_agree_for_a_cnn():

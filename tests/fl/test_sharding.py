@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 _SCRIPT = textwrap.dedent("""
     import jax, numpy as np
-    from robustfl_jax.fl import config as config_lib, experiment, sharding
+    from robustfl_jax.experiments import config as config_lib
+    from robustfl_jax.experiments import builders as experiment
     from robustfl_jax.fl.round import round_key
     assert jax.device_count() == 4, jax.devices()
 

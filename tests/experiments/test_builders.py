@@ -3,8 +3,8 @@
 import jax
 import pytest
 
-from robustfl_jax.fl import config as config_lib
-from robustfl_jax.fl import experiment
+from robustfl_jax.experiments import config as config_lib
+from robustfl_jax.experiments import builders as experiment
 
 
 def _config(**overrides):
@@ -40,7 +40,16 @@ def _config(**overrides):
     ({"scorer.name": "robust_zscore", "scorer.threshold": -1.0},
      r"scorer.threshold must be > 0"),
     ({"attack.name": "backdoor", "attack.num_byzantine": 1,
-      "attack.target": 10}, r"attack.target=10"),
+      "attack.fraction": 0.0}, r"attack.fraction=0.0 must be in"),
+    ({"attack.name": "targeted_flip", "attack.num_byzantine": 1,
+      "attack.source": 3}, r"attack.source and attack.target must differ"),
+    ({"aggregator.name": "gan_filter", "aggregator.threshold_rule": "vote"},
+     r"aggregator.name='gan_filter' cannot work: "
+     r"aggregator.threshold_rule='vote' is not known"),
+    ({"aggregator.name": "mean", "aggregator.pre_aggregators": ("clip_by_norm",)},
+     r"clip_by_norm needs aggregator.max_norm"),
+    ({"attack.name": "tpa", "attack.num_byzantine": 1, "attack.source": 3},
+     r"attack.source=3 and attack.target=3 must be distinct"),
 ])
 def test_invalid_configs_fail_naming_the_field(overrides, pattern):
   with pytest.raises(ValueError, match=pattern):
@@ -50,7 +59,7 @@ def test_invalid_configs_fail_naming_the_field(overrides, pattern):
 def test_trim_fraction_sets_num_trim_and_defaults_follow_attack():
   cfg = _config(**{"aggregator.name": "trimmed_mean",
                    "aggregator.trim_fraction": 0.25})
-  assert experiment.aggregator_hparams(cfg) == {"num_trim": 2}
+  assert experiment.aggregator_hparams(cfg) == {"num_trim": 2, "method": "auto"}
   cfg = _config(**{"aggregator.name": "krum", "attack.name": "scaling",
                    "attack.num_byzantine": 3, "aggregator.radius": 1.0})
   assert experiment.aggregator_hparams(cfg) == {"num_byzantine": 3}
@@ -71,11 +80,27 @@ def test_build_experiment_runs_a_round_with_data_poisoning():
   assert int(state.round) == 1
 
 
+def test_a_label_outside_the_data_set_fails_when_the_attack_is_built():
+  cfg = _config(**{"attack.name": "backdoor", "attack.num_byzantine": 1,
+                   "attack.target": 10})
+  experiment.validate_config(cfg)  # the classes are not known yet
+  dataset = experiment.build_dataset(cfg)
+  with pytest.raises(ValueError, match=r"attack.target=10 is outside the 10"):
+    experiment.build_attack(cfg, dataset=dataset)
+
+
+def test_unknown_aggregator_lists_every_registered_choice_with_defenses():
+  with pytest.raises(ValueError) as err:
+    experiment.validate_config(_config(**{"aggregator.name": "mode"}))
+  for name in ("fltrust", "gan_filter", "romoa", "krum", "centered_clipping"):
+    assert repr(name) in str(err.value)
+
+
 def test_random_byzantine_set_is_seeded():
   cfg = _config(**{"attack.name": "sign_flip", "attack.num_byzantine": 3,
                    "attack.byzantine": "random"})
-  a = experiment._byzantine_mask(cfg)  # pylint: disable=protected-access
-  b = experiment._byzantine_mask(cfg)  # pylint: disable=protected-access
+  a = experiment.byzantine_mask(cfg)
+  b = experiment.byzantine_mask(cfg)
   assert a.sum() == 3 and (a == b).all()
 
 
@@ -94,8 +119,8 @@ def test_aggregator_aware_attack_targets_the_configured_rule():
                    "attack.num_byzantine": 1, "aggregator.name": "mean",
                    "model.hidden": (8,)})
   assert "stealth" not in experiment.attack_names()
-  attack, poisoning = experiment.build_attack(cfg)
-  assert poisoning is None
+  attack = experiment.build_attack(cfg)
+  assert attack.name == "aggregator_aware" and attack.poison_data is None
   updates = jax.random.normal(jax.random.PRNGKey(0), (6, 5))
   mask = jax.numpy.arange(6) == 0
   poisoned = attack(jax.random.PRNGKey(1), updates, mask)

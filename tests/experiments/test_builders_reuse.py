@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 
-from robustfl_jax.fl import config as config_lib
-from robustfl_jax.fl import experiment
+from robustfl_jax.experiments import config as config_lib
+from robustfl_jax.experiments import builders as experiment
 
 
 def test_init_state_survives_a_donating_round():

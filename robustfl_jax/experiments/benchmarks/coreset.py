@@ -1,9 +1,7 @@
 r"""Coreset and nearest-neighbour timings: JAX against NumPy implementations.
 
-Called by ``python scripts/benchmark.py --only=coreset`` through `run` and
-`to_markdown`; also runnable alone::
-
-  python scripts/_bench_coreset.py --num_points=100000 --dim=1024
+``python scripts/benchmark.py --only=coreset``; other sizes through
+``run(num_points=..., dim=...)``.
 
 Two tasks (the issue's targets):
 
@@ -32,45 +30,22 @@ both sides slow down under contention, but not always equally.
 from __future__ import annotations
 
 import os
-import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Optional
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from robustfl_jax.experiments.benchmarks.base import best_time, resolve_settings
+from robustfl_jax.patchcore import coreset, nearest_neighbor
 
 DEFAULTS = {"num_points": 100_000, "dim": 1024, "fraction": 0.1, "projection_dim": 128,
             "num_starts": 10, "numpy_iterations": 1000, "num_queries": 10_000,
             "bank_size": 20_000, "nn_dim": 1024, "block_size": 1024, "repeats": 2, "seed": 0}
-
-
 # Tiny sizes for `scripts/benchmark.py --quick` (seconds: checks that it runs).
-QUICK_FLAGS = {"num_points": 3000, "dim": 200, "numpy_iterations": 50,
-               "num_queries": 300, "bank_size": 500, "nn_dim": 32, "repeats": 1}
-
-
-def _parse(argv_flags) -> dict[str, Any]:
-  params = dict(DEFAULTS)
-  if argv_flags is None:
-    return params
-  items = argv_flags.items() if isinstance(argv_flags, dict) else (
-    a.lstrip("-").split("=", 1) for a in argv_flags if a.startswith("--") and "=" in a)
-  for name, value in items:
-    if name not in params:
-      continue  # flags of other benchmarks
-    params[name] = type(DEFAULTS[name])(float(value) if isinstance(DEFAULTS[name], int) else value)
-  return params
-
-
-def _best(fn, repeats):
-  times = []
-  out = None
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - start)
-  return min(times), out
+QUICK = {"num_points": 3000, "dim": 200, "numpy_iterations": 50,
+         "num_queries": 300, "bank_size": 500, "nn_dim": 32, "repeats": 1}
 
 
 def numpy_greedy(points: np.ndarray, starts: np.ndarray, num_steps: int, tuned: bool) -> np.ndarray:
@@ -93,6 +68,7 @@ def numpy_greedy(points: np.ndarray, starts: np.ndarray, num_steps: int, tuned: 
 
 
 def numpy_nearest(queries, bank, block_size):
+  """Distance of each query to its nearest bank row, blockwise, in NumPy."""
   bank_sq = np.einsum("ij,ij->i", bank, bank)
   out = np.empty(len(queries), np.float32)
   for lo in range(0, len(queries), block_size):
@@ -102,12 +78,22 @@ def numpy_nearest(queries, bank, block_size):
   return out
 
 
-def run(argv_flags: Sequence[str] | dict | None = None) -> dict[str, Any]:
-  """Runs both benchmarks; returns a dict of timings, ratios and agreement checks."""
-  import jax
-  import jax.numpy as jnp
-  from robustfl_jax.patchcore import coreset, nearest_neighbor
-  p = _parse(argv_flags)
+def run(settings: Optional[Mapping[str, Any]] = None, *, quick: bool = False,
+        log: Callable[[str], None] = print, **overrides) -> dict[str, Any]:
+  """Runs both benchmarks.
+
+  Args:
+    settings: any of :data:`DEFAULTS`' names.
+    quick: tiny sizes that only check that everything runs (seconds).
+    log: receives a line as each task is timed.
+    **overrides: settings by name, winning over ``settings`` and ``quick``.
+
+  Returns:
+    A JSON-able dict: ``params`` (the settings used), ``device``,
+    ``cpu_count``, ``coreset`` and ``nearest_neighbor`` (timings, ratios and
+    agreement checks).
+  """
+  p = resolve_settings(DEFAULTS, QUICK, settings, quick, overrides)
   rng = np.random.default_rng(p["seed"])
   result: dict[str, Any] = {"params": p, "device": str(jax.devices()[0]),
                             "cpu_count": os.cpu_count()}
@@ -124,9 +110,9 @@ def run(argv_flags: Sequence[str] | dict | None = None) -> dict[str, Any]:
     key, feats, num_selected, p["projection_dim"], p["num_starts"], method=method))
   jax_fn()
   compile_and_first = time.perf_counter() - start
-  dense_time, dense_idx = _best(jax_fn, p["repeats"])
+  dense_time, dense_idx = best_time(jax_fn, p["repeats"])
   jax_fn("auto")
-  jax_time, jax_idx = _best(lambda: jax_fn("auto"), p["repeats"])
+  jax_time, jax_idx = best_time(lambda: jax_fn("auto"), p["repeats"])
   # Same projection and starting points for NumPy (drawn as greedy_coreset draws them).
   project_key, start_key = jax.random.split(key)
   if p["projection_dim"] < p["dim"]:
@@ -152,13 +138,15 @@ def run(argv_flags: Sequence[str] | dict | None = None) -> dict[str, Any]:
       idx = numpy_greedy(points, starts, steps, tuned=variant == "numpy_tuned")
       loop_time = time.perf_counter() - t1
       return project_time + loop_time * num_selected / steps, idx
-    (_, (estimate, np_idx)) = _best(numpy_fn, 1)
+    (_, (estimate, np_idx)) = best_time(numpy_fn, 1)
     coreset_res[f"{variant}_seconds"] = estimate
     coreset_res[f"speedup_vs_{variant}"] = estimate / dense_time
     coreset_res[f"auto_speedup_vs_{variant}"] = estimate / jax_time
     coreset_res[f"agreement_{variant}"] = float(np.mean(np_idx == dense_idx[:steps]))
   coreset_res["numpy_timed_steps"] = steps
   result["coreset"] = coreset_res
+  log(f"  coreset: JAX dense {dense_time:.2f}s, auto {jax_time:.2f}s, NumPy "
+      f"{coreset_res['numpy_reference_seconds']:.2f}s (reference-style)")
 
   # Nearest-neighbour scoring.
   queries = rng.normal(size=(p["num_queries"], p["nn_dim"])).astype(np.float32)
@@ -169,8 +157,9 @@ def run(argv_flags: Sequence[str] | dict | None = None) -> dict[str, Any]:
   start = time.perf_counter()
   nn_fn()
   nn_first = time.perf_counter() - start
-  nn_time, nn_scores = _best(nn_fn, p["repeats"])
-  np_time, np_scores = _best(lambda: numpy_nearest(queries, bank, p["block_size"]), p["repeats"])
+  nn_time, nn_scores = best_time(nn_fn, p["repeats"])
+  np_time, np_scores = best_time(lambda: numpy_nearest(queries, bank, p["block_size"]),
+                                 p["repeats"])
   result["nearest_neighbor"] = {
     "num_queries": p["num_queries"], "bank_size": p["bank_size"], "dim": p["nn_dim"],
     "jax_seconds": nn_time, "jax_first_call_seconds": nn_first, "numpy_seconds": np_time,
@@ -180,6 +169,7 @@ def run(argv_flags: Sequence[str] | dict | None = None) -> dict[str, Any]:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
+  """A markdown table of :func:`run`'s result."""
   c, n = result["coreset"], result["nearest_neighbor"]
   lines = [
     f"Coreset and nearest-neighbour benchmark ({result['device']}, {result['cpu_count']} CPUs)",
@@ -204,7 +194,3 @@ def to_markdown(result: dict[str, Any]) -> str:
     f"| max abs diff {n['max_abs_difference']:.1e} |",
   ]
   return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-  print(to_markdown(run(sys.argv[1:])))

@@ -1,41 +1,34 @@
 """Simulation benchmark: vmapped clients vs a Python loop over clients.
 
-Used by ``scripts/benchmark.py --only=simulation``; runnable alone::
-
-  python scripts/_bench_simulation.py            # JSON on stdout
-  python scripts/_bench_simulation.py --markdown
-  python scripts/_bench_simulation.py --quick   # seconds: checks it runs
+``python scripts/benchmark.py --only=simulation``.
 
 Standard setting: 100 clients, IID digits, MLP 64-128-10, 1 local epoch with
 batch 32 and SGD (lr 0.1), mean aggregation. The vmapped round is the
 library's jitted ``round_fn``. Each timing is the best of ``repeats`` runs,
-as ``timeit`` reports, because a shared CPU adds noise only upwards. The baseline runs the same training the way
-fedjax, ByzFL and Blades do: a Python loop over clients, each calling a
-jitted per-minibatch step, then a jitted mean and server step. A scale run
-times one round of 10,000 synthetic (Gaussian-mixture) clients.
+as ``timeit`` reports, because a shared CPU adds noise only upwards. The
+baseline runs the same training the way fedjax, ByzFL and Blades do: a
+Python loop over clients, each calling a jitted per-minibatch step, then a
+jitted mean and server step. A scale run times one round of 10,000 synthetic
+(Gaussian-mixture) clients.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import resource
-import sys
 import time
-from typing import Any
+from typing import Any, Callable, Mapping, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # pylint: disable=wrong-import-position
-import jax.flatten_util  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-import optax  # pylint: disable=wrong-import-position
-
-from robustfl_jax import aggregators as agg  # pylint: disable=wrong-import-position
-from robustfl_jax import data as data_lib  # pylint: disable=wrong-import-position
-from robustfl_jax import fl  # pylint: disable=wrong-import-position
-from robustfl_jax import models  # pylint: disable=wrong-import-position
+from robustfl_jax import aggregators as agg
+from robustfl_jax import data as data_lib
+from robustfl_jax import fl
+from robustfl_jax import models
+from robustfl_jax.experiments.benchmarks.base import best_time, resolve_settings
 
 DEFAULTS = {
     "num_clients": 100,
@@ -49,20 +42,8 @@ DEFAULTS = {
     # Timings are the best of this many repeats (the CPU may be shared).
     "repeats": 5,
 }
-
-
-def _get(flags: Any, name: str):
-  if flags is None:
-    return DEFAULTS[name]
-  if isinstance(flags, dict):
-    return flags.get(name, DEFAULTS[name])
-  for attr in (name, f"simulation_{name}"):
-    if hasattr(flags, attr):
-      try:
-        return getattr(flags, attr)
-      except Exception:  # pylint: disable=broad-except  (unparsed absl flag)
-        pass
-  return DEFAULTS[name]
+QUICK = {"timed_rounds": 3, "loop_rounds": 1, "repeats": 1,
+         "scale_clients": 500, "scale_examples": 8}
 
 
 def _vmapped(model, params, client_data, byzantine, lr, batch, rounds,
@@ -174,14 +155,12 @@ def _arithmetic_floor(client_data, repeats):
     return dw1, dw2
 
   jax.block_until_ready(floor(x, y, w1, w2))
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
+  def hundred_calls():
     for _ in range(100):
       out = floor(x, y, w1, w2)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - t) / 100)
-  return best
+    return out
+
+  return best_time(hundred_calls, repeats, block=True)[0] / 100
 
 
 def _scale(num_clients, examples, lr, batch):
@@ -207,41 +186,38 @@ def _scale(num_clients, examples, lr, batch):
   }
 
 
-QUICK = {"timed_rounds": 3, "loop_rounds": 1, "repeats": 1,
-         "scale_clients": 500, "scale_examples": 8}
-
-
-def run(flags: Any = None, *, quick: bool = False, **overrides) -> dict:
+def run(settings: Optional[Mapping[str, Any]] = None, *, quick: bool = False,
+        log: Callable[[str], None] = print, **overrides) -> dict:
   """Runs the benchmark.
 
   Args:
-    flags: None, a dict or absl flags with any of :data:`DEFAULTS`' names.
+    settings: any of :data:`DEFAULTS`' names.
     quick: small settings that only check that everything runs (seconds).
-    **overrides: settings by name, winning over ``flags`` and ``quick``.
+    log: receives a line as each part is timed.
+    **overrides: settings by name, winning over ``settings`` and ``quick``.
 
   Returns:
     A JSON-able dict with ``rounds_per_second`` (vmapped),
-    ``loop_rounds_per_second``, ``speedup`` and ``scale`` (or None).
+    ``loop_rounds_per_second``, ``speedup``, the arithmetic floor and
+    ``scale`` (or None).
   """
-  settings = {name: _get(flags, name) for name in DEFAULTS}
-  if quick:
-    settings.update(QUICK)
-  settings.update({k: v for k, v in overrides.items() if k in DEFAULTS})
-  flags = settings
-  num_clients = int(_get(flags, "num_clients"))
-  batch = int(_get(flags, "batch_size"))
-  lr = float(_get(flags, "learning_rate"))
+  s = resolve_settings(DEFAULTS, QUICK, settings, quick, overrides)
+  num_clients = int(s["num_clients"])
+  batch = int(s["batch_size"])
+  lr = float(s["learning_rate"])
+  repeats = int(s["repeats"])
   ds = data_lib.load_digits()
   parts = data_lib.iid(ds.y_train, num_clients, seed=0)
   client_data = data_lib.to_client_data(ds.x_train, ds.y_train, parts)
   model = models.MLP(hidden=(128,), num_classes=10)
   params = models.init_params(model, jax.random.PRNGKey(0), (64,))
   byzantine = np.zeros(num_clients, bool)
-  repeats = int(_get(flags, "repeats"))
   rps, compile_s, _ = _vmapped(model, params, client_data, byzantine, lr, batch,
-                               int(_get(flags, "timed_rounds")), repeats)
+                               int(s["timed_rounds"]), repeats)
+  log(f"  vmapped round: {rps:.2f} rounds/s")
   loop_rps = _python_loop(model, params, client_data, lr, batch,
-                          int(_get(flags, "loop_rounds")), repeats)
+                          int(s["loop_rounds"]), repeats)
+  log(f"  Python loop over clients: {loop_rps:.2f} rounds/s")
   floor_s = _arithmetic_floor(client_data, repeats)
   result = {
       "setting": (f"{num_clients} clients, IID digits, MLP 64-128-10, 1 local "
@@ -258,9 +234,9 @@ def run(flags: Any = None, *, quick: bool = False, **overrides) -> dict:
       "speedup_bound_from_floor": round(1.0 / (loop_rps * floor_s), 1),
       "scale": None,
   }
-  if not _get(flags, "skip_scale"):
-    result["scale"] = _scale(int(_get(flags, "scale_clients")),
-                             int(_get(flags, "scale_examples")), lr, batch)
+  if not s["skip_scale"]:
+    result["scale"] = _scale(int(s["scale_clients"]), int(s["scale_examples"]),
+                             lr, batch)
   return result
 
 
@@ -291,9 +267,3 @@ def to_markdown(result: dict) -> str:
         f"{scale['updates_gib']} GiB, peak RSS {scale['peak_rss_gib']} GiB.",
     ]
   return "\n".join(lines)
-
-
-if __name__ == "__main__":
-  out = run({"skip_scale": "--skip_scale" in sys.argv},
-            quick="--quick" in sys.argv)
-  print(to_markdown(out) if "--markdown" in sys.argv else json.dumps(out, indent=2))

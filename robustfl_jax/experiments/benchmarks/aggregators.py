@@ -1,5 +1,7 @@
 """Aggregation rules, jitted, against plain NumPy implementations of the same rules.
 
+``python scripts/benchmark.py --only=aggregators``.
+
 NumPy baselines are what a library without XLA would write: ``np.median``,
 ``np.sort`` along the client axis for the trimmed mean and the
 Meamed/Bulyan coordinate phase, and a loop over pairs for the distances of
@@ -9,16 +11,22 @@ Krum, Multi-Krum, Bulyan and NNM ("a NumPy pairwise implementation").
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from robustfl_jax import aggregators as agg
+from robustfl_jax.experiments.benchmarks.base import best_time, resolve_settings
 
 DEFAULT_SHAPES = ((16, 100_000), (64, 2**20), (256, 100_000))
 QUICK_SHAPES = ((16, 2_000), (32, 5_000))
+# ``rules``: names from :func:`jax_rules` (None: all); ``repeats``: timed
+# runs of the jitted rule, ``numpy_repeats`` of the NumPy one (best kept).
+DEFAULTS = {"shapes": DEFAULT_SHAPES, "rules": None, "repeats": 3,
+            "numpy_repeats": 1}
+QUICK = {"shapes": QUICK_SHAPES}
 GM_ITERS = 8
 CC_ITERS = 3
 
@@ -53,6 +61,7 @@ def _np_mean_nearest(s, center, keep):
 
 
 def np_rules(f: int) -> dict[str, Callable]:
+  """Each rule in NumPy for ``f`` Byzantine rows: ``[n, d] -> [d]`` (NNM: ``[n, d]``)."""
   def trimmed(u):
     return np.sort(u, axis=0)[f:len(u) - f].mean(axis=0)
 
@@ -106,6 +115,7 @@ def np_rules(f: int) -> dict[str, Callable]:
 
 
 def jax_rules(f: int) -> dict[str, Callable]:
+  """The library's rules with the NumPy versions' settings, for ``f``."""
   return {
       "mean": agg.mean,
       "coordinate_median": agg.coordinate_median,
@@ -120,34 +130,37 @@ def jax_rules(f: int) -> dict[str, Callable]:
   }
 
 
-# ---------------------------------------------------------------- timing
-def _best_time(fn, repeats, block=False):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    out = fn()
-    if block:
-      jax.block_until_ready(out)
-    times.append(time.perf_counter() - start)
-  return min(times)
+# ---------------------------------------------------------------- the suite
+def run(settings: Optional[Mapping[str, Any]] = None, *, quick: bool = False,
+        log: Callable[[str], None] = print, **overrides) -> dict:
+  """Times every rule at every shape.
 
+  Args:
+    settings: any of :data:`DEFAULTS`' names.
+    quick: small shapes that only check that everything runs (seconds).
+    log: receives one line per rule and shape.
+    **overrides: settings by name, winning over ``settings`` and ``quick``.
 
-def run(shapes=DEFAULT_SHAPES, rules=None, repeats=3, numpy_repeats=1, log=print) -> dict:
-  """Times every rule at every shape; returns a JSON-able dict."""
+  Returns:
+    A JSON-able dict: ``suite``, ``backend``, ``device`` and ``rows`` (one a
+    rule and shape: times, speedup, compile time, largest difference).
+  """
+  s = resolve_settings(DEFAULTS, QUICK, settings, quick, overrides)
+  repeats, numpy_repeats = int(s["repeats"]), int(s["numpy_repeats"])
   rows = []
-  for n, d in shapes:
+  for n, d in s["shapes"]:
     f = max(1, (n - 3) // 8)  # Bulyan needs n >= 4f + 3
     u_np = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
     u = jax.device_put(jnp.asarray(u_np))
     jr, nr = jax_rules(f), np_rules(f)
-    for name in rules or list(jr):
+    for name in s["rules"] or list(jr):
       fn = jax.jit(jr[name])
       start = time.perf_counter()
       compiled = fn.lower(u).compile()
       compile_s = time.perf_counter() - start
       compiled(u).block_until_ready()  # warm-up
-      jax_s = _best_time(lambda: compiled(u), repeats, block=True)
-      np_s = _best_time(lambda: nr[name](u_np), numpy_repeats)
+      jax_s, _ = best_time(lambda: compiled(u), repeats, block=True)
+      np_s, _ = best_time(lambda: nr[name](u_np), numpy_repeats)
       # Same rule, same answer: the comparison is only meaningful if it holds.
       diff = float(np.max(np.abs(np.asarray(compiled(u), np.float64) - nr[name](u_np))))
       row = {"rule": name, "n": n, "d": d, "f": f, "jax_s": jax_s, "numpy_s": np_s,
@@ -160,6 +173,7 @@ def run(shapes=DEFAULT_SHAPES, rules=None, repeats=3, numpy_repeats=1, log=print
 
 
 def to_markdown(result: dict) -> str:
+  """The speed-up table of :func:`run`'s result (a column per shape)."""
   shapes = sorted({(r["n"], r["d"]) for r in result["rows"]})
   rules = list(dict.fromkeys(r["rule"] for r in result["rows"]))
   by = {(r["rule"], r["n"], r["d"]): r for r in result["rows"]}

@@ -1,13 +1,10 @@
 """Adversarial benchmark: PGD-10 as one jitted loop vs a Python loop of steps.
 
-Used by ``scripts/benchmark.py --only=adversarial``; runnable alone::
-
-  python scripts/_bench_adversarial.py            # JSON on stdout
-  python scripts/_bench_adversarial.py --markdown
-  python scripts/_bench_adversarial.py --quick   # seconds: checks it runs
+``python scripts/benchmark.py --only=adversarial``.
 
 Both sides compute the same PGD-10 (L-inf, epsilon 0.1, step 0.025, random
-start) on the same batch: ``robustfl_jax.adversarial.pgd`` runs the ten steps
+start) on the same batch: ``robustfl_jax.adversarial.pgd`` (from
+:mod:`robustfl_jax.adversarial.evasion`) runs the ten steps
 in one ``lax.fori_loop`` inside one jitted call; the baseline is the way
 PyTorch-style code (the seed tutorial, advertorch, torchattacks) runs it: a
 Python ``for`` over steps, each one a call of a jitted single step (gradient,
@@ -20,21 +17,17 @@ adds noise upwards), in wall-clock and in process CPU time; the ratio
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import time
-from typing import Any
+from typing import Any, Callable, Mapping, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=wrong-import-position
-import jax.numpy as jnp  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-
-from robustfl_jax import adversarial  # pylint: disable=wrong-import-position
-from robustfl_jax import data as data_lib  # pylint: disable=wrong-import-position
-from robustfl_jax import models  # pylint: disable=wrong-import-position
+from robustfl_jax import adversarial
+from robustfl_jax import data as data_lib
+from robustfl_jax import models
+from robustfl_jax.experiments.benchmarks.base import resolve_settings
 
 DEFAULTS = {"epsilon": 0.1, "num_steps": 10, "repeats": 3, "calls": 50,
             "batch_sizes": (8, 64, 450)}
@@ -103,14 +96,21 @@ def _time_model(name, model, params, x, y, epsilon, num_steps, repeats, calls):
           "same_result": same}
 
 
-def run(flags: Any = None, *, quick: bool = False, **overrides) -> dict:
-  """Times PGD-10 fused vs looped; returns a JSON-able dict of rows."""
-  settings = dict(DEFAULTS)
-  if isinstance(flags, dict):
-    settings.update({k: v for k, v in flags.items() if k in DEFAULTS})
-  if quick:
-    settings.update(QUICK)
-  settings.update({k: v for k, v in overrides.items() if k in DEFAULTS})
+def run(settings: Optional[Mapping[str, Any]] = None, *, quick: bool = False,
+        log: Callable[[str], None] = print, **overrides) -> dict:
+  """Times PGD fused vs looped for each model and batch size.
+
+  Args:
+    settings: any of :data:`DEFAULTS`' names.
+    quick: one batch size and few calls: checks that everything runs.
+    log: receives a line per model and batch size.
+    **overrides: settings by name, winning over ``settings`` and ``quick``.
+
+  Returns:
+    A JSON-able dict: ``setting``, ``device``, ``num_devices`` and ``rows``
+    (one a model and batch size).
+  """
+  settings = resolve_settings(DEFAULTS, QUICK, settings, quick, overrides)
   ds = data_lib.load_digits()
   rows = []
   mlp = models.MLP(hidden=(128,), num_classes=10)
@@ -120,13 +120,15 @@ def run(flags: Any = None, *, quick: bool = False, **overrides) -> dict:
   for batch in settings["batch_sizes"]:
     x = jnp.asarray(ds.x_test[:batch])
     y = jnp.asarray(ds.y_test[:batch])
-    rows.append(_time_model("MLP 64-128-10", mlp, mlp_params, x, y,
-                            settings["epsilon"], settings["num_steps"],
-                            settings["repeats"], settings["calls"]))
-    rows.append(_time_model("Romoa MNIST CNN (8x8x1)", cnn, cnn_params,
-                            x.reshape(-1, 8, 8, 1), y, settings["epsilon"],
-                            settings["num_steps"], settings["repeats"],
-                            settings["calls"]))
+    for name, model, params, inputs in (
+        ("MLP 64-128-10", mlp, mlp_params, x),
+        ("Romoa MNIST CNN (8x8x1)", cnn, cnn_params, x.reshape(-1, 8, 8, 1))):
+      row = _time_model(name, model, params, inputs, y, settings["epsilon"],
+                        settings["num_steps"], settings["repeats"],
+                        settings["calls"])
+      rows.append(row)
+      log(f"  {name}, batch {batch}: one jitted PGD {row['fused_ms']} ms, "
+          f"loop of steps {row['loop_ms']} ms")
   return {"setting": (f"PGD-{settings['num_steps']}, L-inf eps "
                       f"{settings['epsilon']}, digits test batch"),
           "device": jax.devices()[0].device_kind,
@@ -145,8 +147,3 @@ def to_markdown(result: dict) -> str:
                  f"{r['loop_ms']} | {r['speedup']}x | {r['speedup_cpu']}x | "
                  f"{r['same_result']} |")
   return "\n".join(lines)
-
-
-if __name__ == "__main__":
-  out = run(quick="--quick" in sys.argv)
-  print(to_markdown(out) if "--markdown" in sys.argv else json.dumps(out, indent=2))

@@ -1,0 +1,544 @@
+"""The conflict of robustness and learning (arXiv:2402.13700) as a grid.
+
+Defenses x adversaries x data partitions, from one config
+(``configs/conflict.py``): ``grid.defenses`` are server rules
+(``aggregator.name`` values: distance rules and behaviour-based defenses),
+``grid.adversaries`` update attacks (``attack.name`` values, or ``"none"``),
+``grid.partitions`` data partitions. Every cell is the config with
+``aggregator.name`` and ``attack.name`` set, built by
+:mod:`robustfl_jax.experiments.builders`: the validation-evading adversary
+gets the defense's probe, the distance-bounded one differentiates through
+the rule (through the mean against a behaviour-based defense).
+
+For every defense one program is compiled and reused for all adversaries:
+the whole run (``num_rounds`` rounds as one ``lax.scan``, then the test
+evaluation) is vmapped over the partitions, which are padded to one shape,
+and the adversary is a ``lax.switch`` on a traced index. With the GAN filter
+in the grid, the server's conditional WGAN-GP is compared beforehand with a
+plain GAN trained on the same shared sample (mode collapse).
+
+Writes to the work directory:
+
+* ``results.json``: one row per cell with ``defense``, ``adversary``,
+  ``data``, ``accuracy`` (final test accuracy), ``target_accuracy`` (test
+  accuracy on class ``attack.source``, the one the validation-evading
+  adversary poisons), ``honest_excluded`` (mean over rounds of the fraction
+  of honest clients the rule rejected or did not select),
+  ``byzantine_excluded``, ``honest_excluded_last_round``,
+  ``per_class_accuracy``, per-round exclusion rates, ``skipped_rounds``,
+  ``seconds`` and, for the behaviour-based defenses,
+  ``filtered_per_round`` (the clients filtered in each round);
+* ``meta.json``; ``conflict.md`` (the table); ``conflict.png`` (heatmaps);
+* with the GAN filter, ``gan.json`` and ``gan_samples.png``: sample
+  diversity (mean within-class pairwise distance, also relative to real test
+  images) and label fidelity of the WGAN-GP and the plain GAN, and their
+  samples per class.
+
+Example::
+
+  from robustfl_jax import experiments
+  from robustfl_jax.experiments import conflict
+  config = experiments.load_config("conflict.py", {
+      "grid.defenses": ("mean", "fltrust"), "num_rounds": 5})
+  result = conflict.run_conflict(config, "runs/conflict_small")
+  print(result.markdown)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from robustfl_jax import attacks
+from robustfl_jax import data as data_lib
+from robustfl_jax import defenses as defenses_lib
+from robustfl_jax.experiments import adversarial as adversarial_hooks
+from robustfl_jax.experiments import builders
+from robustfl_jax.experiments import protocols
+from robustfl_jax.experiments import reporting
+from robustfl_jax.fl.metrics import make_eval_fn
+from robustfl_jax.fl.server import FederatedData
+
+PARTITION_LABELS = {"iid": "iid", "dirichlet": "dirichlet_{alpha}",
+                    "one_label": "one_label", "shards": "shards"}
+
+
+class Grid(NamedTuple):
+  """The names of a grid's axes (``grid.*`` of the config)."""
+
+  defenses: tuple[str, ...]
+  adversaries: tuple[str, ...]
+  partitions: tuple[str, ...]
+
+
+class ConflictResult(NamedTuple):
+  """What :func:`run_conflict` measured (also written to its work directory).
+
+  Attributes:
+    rows: the rows of ``results.json``, one per (defense, adversary, data).
+    meta: ``meta.json``: clients, rounds, classes, partitions, the GAN
+      report, wall time.
+    gan: the GAN report (``gan.json``), or None without the GAN filter.
+    markdown: ``conflict.md``.
+    grid: the grid's axes; ``grid.partitions`` are the partition names, the
+      row labels (``data``) are ``meta["partitions"]``.
+  """
+
+  rows: list
+  meta: dict
+  gan: Optional[dict]
+  markdown: str
+  grid: Grid
+
+
+def names(values: Any) -> tuple[str, ...]:
+  """A tuple of names from a tuple or a comma-separated string (a flag)."""
+  if isinstance(values, str):
+    values = (values,)
+  return tuple(v.strip() for value in values for v in str(value).split(",")
+               if v.strip())
+
+
+def cell_config(config: ml_collections.ConfigDict, defense: str,
+                adversary: str = "none") -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``aggregator.name`` and ``attack.name`` set."""
+  cell = config.copy_and_resolve_references()
+  cell.aggregator.name = defense
+  cell.attack.name = adversary
+  return cell
+
+
+def validate(config: ml_collections.ConfigDict) -> Grid:
+  """The grid's axes, after checking every cell's config.
+
+  Raises:
+    ValueError: an unknown or repeated name in ``grid.*``, an empty axis, a
+      protocol other than ``"sync"``, or a cell whose config cannot work
+      (the message names the field).
+  """
+  grid = Grid(names(config.grid.defenses), names(config.grid.adversaries),
+              names(config.grid.partitions))
+  choices = (builders.aggregator_names(), builders.attack_names(),
+             data_lib.PARTITIONS)
+  for field, values, known in zip(("defenses", "adversaries", "partitions"),
+                                  grid, choices):
+    if not values:
+      raise ValueError(f"grid.{field} is empty.")
+    if len(set(values)) != len(values):
+      raise ValueError(f"grid.{field}={values} repeats a name.")
+    for value in values:
+      builders.check_choice(f"grid.{field}", value, known)
+  if config.protocol != "sync":
+    raise ValueError(f"protocol={config.protocol!r}: the conflict grid runs "
+                     "the synchronous round only; set it to 'sync'.")
+  for defense in grid.defenses:
+    for adversary in grid.adversaries:
+      builders.validate_config(cell_config(config, defense, adversary))
+  for partition in grid.partitions:  # e.g. data.alpha for "dirichlet"
+    cell = cell_config(config, grid.defenses[0])
+    cell.data.partition = partition
+    builders.validate_config(cell)
+  return grid
+
+
+def partition_label(name: str, alpha: float) -> str:
+  """The ``data`` label of a partition in rows and tables."""
+  return PARTITION_LABELS.get(name, name).format(alpha=alpha)
+
+
+def stacked_client_data(config: ml_collections.ConfigDict,
+                        partitions: Sequence[str], dataset: Any,
+                        byzantine: np.ndarray):
+  """Every partition padded to one ``M`` and stacked on a leading axis.
+
+  Returns:
+    ``(FederatedData [P, C, M, ...], M, classes)`` where ``classes[p][c]``
+    lists the classes client ``c`` holds under partition ``p``.
+  """
+  parts = [data_lib.partition(p, dataset.y_train, config.num_clients,
+                              seed=config.seed, alpha=config.data.alpha,
+                              classes_per_client=config.data.classes_per_client)
+           for p in partitions]
+  m = max(max(len(i) for i in p) for p in parts)
+  datas = [data_lib.to_client_data(dataset.x_train, dataset.y_train, p,
+                                   max_examples=m) for p in parts]
+  fed = FederatedData(np.stack([d.x for d in datas]),
+                      np.stack([d.y for d in datas]),
+                      np.stack([d.count for d in datas]),
+                      np.stack([byzantine] * len(datas)))
+  y = np.asarray(dataset.y_train)
+  classes = [[sorted(set(y[i].tolist())) for i in p] for p in parts]
+  return jax.tree.map(jnp.asarray, fed), m, classes
+
+
+# --------------------------------------------------------------------------
+# The GAN report.
+
+
+def gan_report(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
+               *, log: Callable[[str], None] = print) -> dict:
+  """Trains the filter's WGAN-GP and a plain GAN; writes their comparison.
+
+  Writes ``gan.json`` (the report) and ``gan_samples.png`` (samples).
+
+  Both train on the GAN filter's shared sample (``aggregator.shared_fraction``
+  of each class, drawn with the seed) for ``aggregator.gan_steps`` steps, the
+  WGAN-GP at ``aggregator.gan_learning_rate``, the plain GAN at its own
+  (DCGAN) 2e-4; each draws ``grid.diversity_per_class`` samples per class.
+  Label fidelity is the accuracy of a logistic regression trained on the
+  real training images on the samples.
+
+  Returns:
+    The report (``gan.json``).
+  """
+  from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
+  k = dataset.num_classes
+  xs, ys = defenses_lib.shared_sample(dataset.x_train, dataset.y_train,
+                                  float(config.aggregator.shared_fraction), k,
+                                  config.seed)
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x6A7)
+  reference = LogisticRegression(max_iter=2000).fit(
+      dataset.x_train.reshape(len(dataset.y_train), -1), dataset.y_train)
+  labels = defenses_lib.balanced_labels(k, int(config.grid.diversity_per_class))
+  real_div = defenses_lib.sample_diversity(dataset.x_test, dataset.y_test, k)
+  report = {"shared_samples": int(len(ys)),
+            "gan_steps": int(config.aggregator.gan_steps),
+            "wgan_gp_learning_rate": float(config.aggregator.gan_learning_rate),
+            "real_test_diversity": real_div}
+  samples = {}
+  for kind in ("wgan_gp", "gan"):
+    t0 = time.time()
+    lr = (float(config.aggregator.gan_learning_rate) if kind == "wgan_gp"
+          else None)
+    gan = defenses_lib.train_gan(key, xs, ys, k, kind=kind,
+                             num_steps=int(config.aggregator.gan_steps),
+                             learning_rate=lr)
+    s = np.asarray(defenses_lib.sample(gan, jax.random.fold_in(key, 1), labels))
+    div = defenses_lib.sample_diversity(s, labels, k)
+    fidelity = float(np.mean(reference.predict(s.reshape(len(s), -1))
+                             == np.asarray(labels)))
+    report[kind] = {"diversity": div, "diversity_vs_real": div / real_div,
+                    "label_fidelity": fidelity,
+                    "train_seconds": round(time.time() - t0, 1),
+                    "final_losses": np.asarray(gan.losses[-1]).tolist()}
+    log(f"{kind}: diversity {div:.3f} ({div / real_div:.2f} x real), "
+        f"label fidelity {fidelity:.3f}, {time.time() - t0:.0f}s")
+    samples[kind] = s
+  reporting.write_json(os.path.join(workdir, "gan.json"), report, indent=2)
+  sample_grid(samples, np.asarray(labels), dataset,
+              os.path.join(workdir, "gan_samples.png"))
+  return report
+
+
+def sample_grid(samples: dict, labels: np.ndarray, dataset: Any, path: str,
+                per_row: int = 8) -> str:
+  """Real test images and each generator's samples, a row per class."""
+  k = dataset.num_classes
+  side = int(round(np.sqrt(np.prod(dataset.input_shape))))
+  panels = [("real (test)", dataset.x_test, dataset.y_test)] + [
+      (name, s, labels) for name, s in samples.items()]
+  fig = reporting.new_figure((4 * len(panels), 5))
+  for ax, (name, x, y) in zip(fig.subplots(1, len(panels)), panels):
+    grid = np.zeros((k * side, per_row * side))
+    for c in range(k):
+      for j, img in enumerate(np.asarray(x)[np.asarray(y) == c][:per_row]):
+        grid[c * side:(c + 1) * side, j * side:(j + 1) * side] = (
+            img.reshape(side, side))
+    ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title(name)
+    ax.set_yticks([(c + 0.5) * side for c in range(k)], range(k))
+    ax.set_xticks([])
+  fig.tight_layout()
+  return reporting.save_figure(fig, path, dpi=100)
+
+
+# --------------------------------------------------------------------------
+# The grid.
+
+
+def switch_attack(adversaries: Sequence[Optional[attacks.Attack]],
+                  index: jax.Array) -> attacks.Attack:
+  """All adversaries as one attack, chosen by a traced (unbatched) index.
+
+  The index is the same for every data partition of the vmapped run, so
+  ``lax.switch`` stays a real conditional (only the chosen adversary runs)
+  and one compiled program serves every adversary of a defense. Each branch
+  calls its attack with the round's context (``global_params``, ...); None
+  sends the honest updates.
+  """
+  def update(key, updates, byzantine_mask, **context):
+    def branch(attack):
+      if attack is None:
+        return lambda key, updates, mask: updates
+      return lambda key, updates, mask: attack(key, updates, mask, **context)
+
+    return jax.lax.switch(index, [branch(a) for a in adversaries], key,
+                          updates, byzantine_mask)
+
+  return attacks.Attack("conflict_adversaries", update=update)
+
+
+def build_adversary(config: ml_collections.ConfigDict, *, model: Any,
+                    params: Any, dataset: Any, aggregator: Any, probe: Any
+                    ) -> Optional[attacks.Attack]:
+  """The cell's ``attack.name`` against its defense (None for ``"none"``).
+
+  Raises:
+    ValueError: the attack also changes the Byzantine clients' training or
+      data (the grid switches between update attacks only).
+  """
+  attack = builders.build_attack(config, model=model, params=params,
+                                 dataset=dataset, aggregator=aggregator,
+                                 probe=probe)
+  if attack is not None and (attack.train_loss or attack.local_train
+                             or attack.poison_data):
+    raise ValueError(f"grid.adversaries: {config.attack.name!r} changes the "
+                     "Byzantine clients' training or data; the conflict grid "
+                     "switches between attacks on the uploaded updates only.")
+  return attack
+
+
+def _defense_program(config, *, model, params, dataset, aggregator,
+                     adversaries, max_examples, eval_fn):
+  """``run(data [P, ...], index) -> outputs [P, ...]``, jitted, vmapped."""
+  _, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+
+  def run_one(data, index):
+    round_fn, init_state = protocols.build_round(
+        config, model=model, params=params, aggregator=aggregator,
+        attack=switch_attack(adversaries, index),
+        scorer=builders.build_scorer(config),
+        train_loss=adversarial_hooks.train_loss(config),
+        max_examples=max_examples,
+        client_execution=builders.client_execution(config))
+
+    def body(state, _):
+      state, m = round_fn(state, data)
+      return state, (m["fpr"], m["tpr"], m["flagged"], m["skipped"])
+
+    state, per_round = jax.lax.scan(body, init_state(state_key), None,
+                                    length=int(config.num_rounds))
+    metrics = eval_fn(state.params)
+    return (metrics["accuracy"], metrics["per_class_accuracy"], *per_round)
+
+  return jax.jit(jax.vmap(run_one, in_axes=(0, None)))
+
+
+def cell_rows(defense: str, adversary: str, data_labels: Sequence[str],
+              outputs: Sequence[np.ndarray], seconds: float, *, source: int,
+              num_byzantine: int) -> list[dict]:
+  """The results rows of one (defense, adversary), one per partition."""
+  acc, per_class, fpr, tpr, flagged, skipped = outputs
+  f = num_byzantine
+  rows = []
+  for i, label in enumerate(data_labels):
+    row = {
+        "defense": defense, "adversary": adversary, "data": label,
+        "accuracy": float(acc[i]),
+        "target_accuracy": float(per_class[i][source]),
+        "honest_excluded": float(np.mean(fpr[i])),
+        "byzantine_excluded": float(np.mean(tpr[i])) if f > 0 else None,
+        "honest_excluded_last_round": float(fpr[i][-1]),
+        "per_class_accuracy": [float(v) for v in per_class[i]],
+        "honest_excluded_per_round": [float(v) for v in fpr[i]],
+        "byzantine_excluded_per_round": ([float(v) for v in tpr[i]]
+                                         if f > 0 else None),
+        "skipped_rounds": int(np.sum(skipped[i])),
+        "seconds": round(seconds / len(data_labels), 2),
+    }
+    if defense in defenses_lib.DEFENSES:
+      row["filtered_per_round"] = [np.flatnonzero(r).tolist()
+                                   for r in flagged[i]]
+    rows.append(row)
+  return rows
+
+
+def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
+                 log: Callable[[str], None] = print) -> ConflictResult:
+  """Runs the grid of ``config`` and writes its outputs to ``workdir``.
+
+  Args:
+    config: a conflict config (``configs/conflict.py``): an experiment
+      config with a ``grid`` section (``defenses``, ``adversaries``,
+      ``partitions``, ``diversity_per_class``).
+    workdir: the output folder (created).
+    log: receives one line per finished (defense, adversary), the GAN
+      report's lines and the table.
+
+  Returns:
+    A :class:`ConflictResult`.
+
+  Raises:
+    ValueError: the config cannot work (the message names the field).
+    FileNotFoundError: the data set's files are missing.
+  """
+  grid = validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  t_start = time.time()
+  dataset = builders.build_dataset(config)
+  model, params = builders.build_model(config, dataset)
+  byzantine = builders.byzantine_mask(config)
+  n, f = int(config.num_clients), int(np.sum(byzantine))
+  source = int(config.attack.source)
+  fed, max_examples, client_classes = stacked_client_data(
+      config, grid.partitions, dataset, byzantine)
+  data_labels = [partition_label(p, config.data.alpha) for p in grid.partitions]
+  eval_fn = make_eval_fn(model.apply, dataset.x_test, dataset.y_test,
+                         dataset.num_classes)
+  gan = (gan_report(config, dataset, workdir, log=log)
+         if "gan_filter" in grid.defenses else None)
+
+  total = len(grid.defenses) * len(grid.adversaries) * len(data_labels)
+  rows, done, t_grid = [], 0, time.time()
+  for defense in grid.defenses:
+    cell = cell_config(config, defense)
+    aggregator, probe = builders.build_server_rule(
+        cell, model=model, params=params, dataset=dataset)
+    adversaries = [build_adversary(
+        cell_config(config, defense, a), model=model, params=params,
+        dataset=dataset, aggregator=aggregator, probe=probe)
+        for a in grid.adversaries]
+    # One compile per defense, reused for all its adversaries.
+    run = _defense_program(cell, model=model, params=params, dataset=dataset,
+                           aggregator=aggregator, adversaries=adversaries,
+                           max_examples=max_examples, eval_fn=eval_fn)
+    for index, adversary in enumerate(grid.adversaries):
+      t0 = time.time()
+      outputs = jax.device_get(run(fed, jnp.int32(index)))
+      seconds = time.time() - t0
+      rows += cell_rows(defense, adversary, data_labels, outputs, seconds,
+                        source=source, num_byzantine=f)
+      done += len(data_labels)
+      eta = (time.time() - t_grid) / done * (total - done)
+      acc, per_class, fpr = outputs[:3]
+      cells = " ".join(f"{label}={acc[i]:.3f}/{per_class[i][source]:.2f}/"
+                       f"{np.mean(fpr[i]):.2f}"
+                       for i, label in enumerate(data_labels))
+      log(f"[{done}/{total}] {defense:>17} x {adversary:<18} acc/target/"
+          f"honest_excl {cells} | {seconds:.1f}s | eta {eta:.0f}s")
+      reporting.write_json(os.path.join(workdir, "results.json"), rows)
+
+  meta = {"num_clients": n, "num_byzantine": f,
+          "num_rounds": int(config.num_rounds), "source_class": source,
+          "flip_to": int(config.attack.target), "partitions": data_labels,
+          "client_classes": dict(zip(data_labels, client_classes)),
+          "gan": gan, "wall_seconds": round(time.time() - t_start, 1)}
+  reporting.write_json(os.path.join(workdir, "meta.json"), meta)
+  table = markdown_table(rows, grid.defenses, grid.adversaries, data_labels)
+  markdown = (
+      f"{dataset.name}, {n} clients ({f} Byzantine), {config.num_rounds} "
+      f"rounds. Cell: final test accuracy / accuracy on class {source} (the "
+      "validation-evading target) / mean fraction of honest clients "
+      "excluded per round.\n\n" + table + "\n")
+  reporting.write_text(os.path.join(workdir, "conflict.md"), markdown)
+  heatmaps(rows, grid.defenses, grid.adversaries, data_labels,
+           os.path.join(workdir, "conflict.png"), title=dataset.name)
+  log(table)
+  log(f"grid of {total} runs took {time.time() - t_start:.0f}s in total; "
+      f"outputs in {workdir}")
+  return ConflictResult(rows, meta, gan, markdown, grid)
+
+
+# --------------------------------------------------------------------------
+# Tables and plots.
+
+
+def _by_key(rows: Sequence[dict]) -> dict:
+  return {(r["defense"], r["adversary"], r["data"]): r for r in rows}
+
+
+def markdown_table(rows: Sequence[dict], defenses: Sequence[str],
+                   adversaries: Sequence[str], data_labels: Sequence[str]
+                   ) -> str:
+  """A row per (defense, adversary), a column per partition; each cell is
+  accuracy / target-class accuracy / honest clients excluded (n/a: no row)."""
+  by_key = _by_key(rows)
+
+  def cell(d, a, label):
+    r = by_key.get((d, a, label))
+    return ("n/a" if r is None else
+            f"{r['accuracy']:.3f} / {r['target_accuracy']:.2f} / "
+            f"{r['honest_excluded']:.2f}")
+
+  return reporting.markdown_table(
+      ["defense", "adversary", *data_labels],
+      ([d, a, *(cell(d, a, label) for label in data_labels)]
+       for d in defenses for a in adversaries))
+
+
+def heatmaps(rows: Sequence[dict], defenses: Sequence[str],
+             adversaries: Sequence[str], data_labels: Sequence[str],
+             path: str, title: str = "digits") -> str:
+  """Accuracy heatmaps (defenses x adversaries), one per partition; each
+  cell also shows the fraction of honest clients excluded."""
+  by_key = _by_key(rows)
+  fig = reporting.new_figure(
+      (1.6 + (1.25 * len(adversaries) + 0.8) * len(data_labels),
+       1.4 + 0.55 * len(defenses)))
+  # Room for the defenses' names left of every panel.
+  axes = fig.subplots(1, len(data_labels), squeeze=False,
+                      gridspec_kw={"wspace": 0.45})[0]
+  image = None
+  for ax, label in zip(axes, data_labels):
+    acc = np.full((len(defenses), len(adversaries)), np.nan)
+    excl = np.full_like(acc, np.nan)
+    for i, d in enumerate(defenses):
+      for j, a in enumerate(adversaries):
+        r = by_key.get((d, a, label))
+        if r is not None:
+          acc[i, j], excl[i, j] = r["accuracy"], r["honest_excluded"]
+    image = reporting.heatmap(
+        ax, acc, list(defenses), list(adversaries),
+        text=lambda i, j, acc=acc, excl=excl: (
+            "" if np.isnan(acc[i, j])
+            else f"{acc[i, j]:.2f}\nx{excl[i, j]:.2f}"))
+    ax.set_title(label)
+  fig.colorbar(image, ax=list(axes), label="final test accuracy")
+  # Above the panels' titles (the saved box is fitted to the content).
+  fig.suptitle(f"{title}: accuracy (x = mean fraction of honest clients "
+               "excluded)", y=1.0 + 0.25 / fig.get_figheight())
+  return reporting.save_figure(fig, path, dpi=110, bbox_inches="tight")
+
+
+def headline(result: ConflictResult) -> str:
+  """One short figure: per partition, the best worst-case accuracy over the
+  adversaries and the defense that reaches it."""
+  parts = []
+  for label in result.meta["partitions"]:
+    worst = {}
+    for r in result.rows:
+      if r["data"] == label:
+        worst[r["defense"]] = min(worst.get(r["defense"], np.inf),
+                                  r["accuracy"])
+    best = max(worst, key=worst.get)
+    parts.append(f"{label} {best} {worst[best]:.3f}")
+  return "best worst-case accuracy: " + ", ".join(parts)
+
+
+def report(result: ConflictResult) -> str:
+  """``conflict.md`` and, with the GAN filter, the GAN comparison."""
+  text = result.markdown
+  if result.gan is not None:
+    g = result.gan
+    text += (
+        f"\nGAN filter's generator ({g['shared_samples']} shared samples, "
+        f"{g['gan_steps']} steps): sample diversity relative to real test "
+        "images and label fidelity.\n\n" + reporting.markdown_table(
+            ["generator", "diversity / real", "label fidelity"],
+            ([kind, f"{g[kind]['diversity_vs_real']:.2f}",
+              f"{g[kind]['label_fidelity']:.3f}"]
+             for kind in ("wgan_gp", "gan"))) + "\n")
+  return text
+
+
+__all__ = ["ConflictResult", "Grid", "PARTITION_LABELS", "build_adversary",
+           "cell_config", "cell_rows", "gan_report", "headline", "heatmaps",
+           "markdown_table", "names", "partition_label", "report",
+           "run_conflict", "sample_grid", "stacked_client_data",
+           "switch_attack", "validate"]

@@ -1,0 +1,321 @@
+"""The PatchCore experiment of a config: centralised, federated, attacked.
+
+:func:`run` (``scripts/patchcore.py``) reads a ``configs/patchcore_*.py``
+config and wires the pure functions of :mod:`robustfl_jax.patchcore`:
+
+1. load the data (ELPV from its pip package, or an MVTec AD / AutoVI folder);
+2. extract patch features of all training and test images (progress shown);
+3. centralised PatchCore: one greedy coreset of all training patches;
+4. federated PatchCore: clients (by cell type, IID or Dirichlet) send local
+   coresets; for every strategy and every attack (one client of five
+   malicious by default) the server builds the global bank; each bank is
+   scored on the same test set;
+5. pixel-level metrics on synthetic defects drawn on held-out defect-free
+   test images (the centralised bank);
+6. writes results.json, results.md and anomaly-map PNGs under ``workdir``.
+
+Example::
+
+  from robustfl_jax.experiments import load_config, patchcore
+  config = load_config("patchcore_elpv.py", {"federated.attacks": ("scaling",)})
+  results = patchcore.run(config, "runs/pc_scaling")
+  results["centralized"]["image_auroc"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robustfl_jax.data import anomaly_folders, elpv, synthetic_defects
+from robustfl_jax.data.partition import dirichlet, iid
+from robustfl_jax.experiments import reporting
+from robustfl_jax.models import wide_resnet
+from robustfl_jax.patchcore import coreset as coreset_lib
+from robustfl_jax.patchcore import evaluation, federated, features, metrics
+from robustfl_jax.patchcore.nearest_neighbor import score_patches
+
+# The file names `run` writes in its work directory.
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+TEST_MAPS = "anomaly_maps_test.png"
+SYNTHETIC_MAPS = "anomaly_maps_synthetic.png"
+
+
+def load_data(config):
+  """The ``AnomalyData`` of ``config.data``.
+
+  Raises:
+    ValueError: an unknown ``data.name``, or a folder data set without
+      ``data.dir``.
+  """
+  data = config.data
+  if data.name == "elpv":
+    return elpv.load_elpv(image_size=data.image_size, num_test_good=data.num_test_good,
+                          max_train=data.max_train or None,
+                          max_test_defective=data.max_test_defective or None, seed=config.seed)
+  if data.name in ("mvtec", "autovi"):
+    if not data.dir:
+      raise ValueError(f"data.name={data.name!r} reads a folder: pass --config.data.dir=<root>")
+    return anomaly_folders.load_anomaly_folder(data.dir, data.category, data.image_size,
+                                               layout=data.name, max_train=data.max_train or None,
+                                               seed=config.seed)
+  raise ValueError(f"unknown data.name {data.name!r}; use 'elpv', 'mvtec' or 'autovi'")
+
+
+def partition_clients(groups: np.ndarray, config) -> list[np.ndarray]:
+  """Client index arrays over the training images (``config.federated.partition``).
+
+  Raises:
+    ValueError: an unknown partition.
+  """
+  fed = config.federated
+  if fed.partition == "cell_type":
+    return elpv.partition_by_cell_type(groups, fed.num_clients, seed=config.seed)
+  if fed.partition == "iid":
+    return iid(groups, fed.num_clients, seed=config.seed)
+  if fed.partition == "dirichlet":
+    return dirichlet(groups, fed.num_clients, fed.dirichlet_alpha, seed=config.seed)
+  raise ValueError(f"unknown partition {fed.partition!r}; use 'cell_type', 'iid' or 'dirichlet'")
+
+
+def robustness(config, strategy: str) -> federated.RobustnessConfig:
+  """The server's settings for ``strategy`` from ``config.federated``."""
+  fed = config.federated
+  return evaluation.strategy_robustness(
+    strategy, num_byzantine=int(fed.num_byzantine), trim_fraction=fed.trim_fraction,
+    client_scoring_method=fed.client_scoring_method, zscore_threshold=fed.zscore_threshold,
+    exclude_flagged=fed.exclude_flagged)
+
+
+def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
+                      masks: Optional[np.ndarray], titles: Sequence[str]) -> str:
+  """Images (top, ground-truth contour in red) over their anomaly maps (bottom).
+
+  All maps share one colour scale, never one per image. Returns ``path``.
+  """
+  num = len(images)
+  fig = reporting.new_figure((2.2 * num, 4.6))
+  axes = np.asarray(fig.subplots(2, num)).reshape(2, num)
+  vmin, vmax = float(np.min(maps)), float(np.max(maps))
+  for i in range(num):
+    axes[0, i].imshow(images[i])
+    if masks is not None and masks[i].any():
+      axes[0, i].contour(masks[i], levels=[0.5], colors="red", linewidths=0.8)
+    axes[0, i].set_title(titles[i], fontsize=8)
+    axes[1, i].imshow(maps[i], cmap="inferno", vmin=vmin, vmax=vmax)
+    for ax in axes[:, i]:
+      ax.axis("off")
+  fig.tight_layout()
+  return reporting.save_figure(fig, path, dpi=80)
+
+
+_METRIC_HEADERS = {"image_auroc": "image AUROC (all defects)",
+                   "image_auroc_p1": "image AUROC (p = 1)"}
+
+_BYZANTINE_ROWS_NOTE = (
+  "Bank rows from the Byzantine client: rows of the global bank that are exact "
+  "copies of patches the malicious client submitted (the coordinate-wise rules "
+  "synthesise new rows, so 0 there). Without defence, greedy k-center selection "
+  "takes the far-away poisoned patches first: they displace honest patches from "
+  "the bank (coverage is lost) but are rarely any test patch's nearest neighbour, "
+  "so the AUROC loss is the cost of the lost coverage.")
+
+
+def markdown(results: dict) -> str:
+  """The ``results.md`` report of a :func:`run`'s results."""
+  central = results["centralized"]
+  keys = [k for k in _METRIC_HEADERS if k in central]
+  rows = [("centralised", central["bank_size"], "-", "-")
+          + tuple(f"{central[k]:.3f}" for k in keys)]
+  for strategy, by_attack in results.get("federated", {}).items():
+    for attack, res in by_attack.items():
+      rows.append((f"{strategy} / {attack}", res["bank_size"], res["bank_rows_from_byzantine"],
+                   res["num_flagged"]) + tuple(f"{res[k]:.3f}" for k in keys))
+  header = ("setting", "bank size", "bank rows from the Byzantine client", "clients flagged")
+  lines = ["# PatchCore results", "",
+           reporting.markdown_table(header + tuple(_METRIC_HEADERS[k] for k in keys), rows),
+           "", _BYZANTINE_ROWS_NOTE]
+  if "synthetic" in results:
+    syn = results["synthetic"]
+    lines += ["", "Synthetic defects (centralised bank): "
+              f"image AUROC {syn['image_auroc']:.3f}, pixel AUROC {syn['pixel_auroc']:.3f}, "
+              f"AUPRO@0.3 {syn['aupro']:.3f}."]
+  if "federated" in results:
+    attacks = [a for a in next(iter(results["federated"].values())) if a != "clean"]
+    rows = []
+    for strategy, by_attack in results["federated"].items():
+      clean = by_attack["clean"]["image_auroc"]
+      rows.append([strategy] + [f"{by_attack[a]['image_auroc'] - clean:+.3f}" for a in attacks])
+    lines += ["", "Change of image AUROC under attack, relative to the same strategy clean:", "",
+              reporting.markdown_table(["strategy"] + attacks, rows)]
+  return "\n".join(lines) + "\n"
+
+
+def headline(results: dict) -> str:
+  """One short figure for the README: the centralised image AUROC."""
+  central = results["centralized"]
+  text = f"centralised image AUROC {central['image_auroc']:.3f}"
+  if "image_auroc_p1" in central:
+    text += f" ({central['image_auroc_p1']:.3f} on p=1 defects)"
+  return text
+
+
+def _patch_features(config, data, log, start):
+  """``(feature_fn, variables, train_features, test_features)`` of the backbone."""
+  bb = config.backbone
+  variables = None
+  if bb.name == "wide_resnet50_2":
+    variables = wide_resnet.load_torchvision_weights(bb.weights)
+  fn, variables, stride = features.make_patch_feature_fn(
+    bb.name, tuple(bb.layers) or None, bb.embed_dim, bb.target_dim, variables)
+  train_feats = features.extract_patch_features(fn, variables, data.train_images, bb.batch_size,
+                                                progress="train features")
+  test_feats = features.extract_patch_features(fn, variables, data.test_images, bb.batch_size,
+                                               progress="test features")
+  log(f"patch grid {train_feats.shape[1:3]} (stride {stride}), dim {train_feats.shape[-1]}; "
+      f"{train_feats.shape[0] * train_feats.shape[1] * train_feats.shape[2]} train patches "
+      f"[{time.time() - start:.0f}s]")
+  return fn, variables, train_feats, test_feats
+
+
+def _centralized(config, key, train_feats, test_feats, data, log):
+  """The centralised bank and its results."""
+  all_train = jnp.asarray(train_feats.reshape(-1, train_feats.shape[-1]))
+  bank_size = config.federated.global_bank_size
+  block = config.coreset.block_size
+  t = time.time()
+  idx = coreset_lib.greedy_coreset(jax.random.fold_in(key, 1), all_train, bank_size,
+                                   config.coreset.projection_dim or None, config.coreset.num_starts)
+  bank = all_train[idx]
+  radius = float(coreset_lib.coverage_radius(all_train, idx, block))
+  res, _ = evaluation.evaluate_bank(bank, test_feats, data, block_size=block,
+                                    reweight_neighbors=config.reweight_neighbors)
+  res.update(bank_size=int(bank_size), coverage_radius=radius, seconds=round(time.time() - t, 1))
+  log("centralised: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()
+                                   if k.startswith("image")) + f", coverage radius {radius:.3f}")
+  return bank, res
+
+
+def _federated(config, key, train_feats, test_feats, data, log):
+  """``{strategy: {"clean" or attack: results}}`` of the federated banks."""
+  fed, cs = config.federated, config.coreset
+  dim = train_feats.shape[-1]
+  parts = partition_clients(data.train_groups, config)
+  log(f"{len(parts)} clients, images per client {[len(p) for p in parts]}")
+  coresets = federated.local_coresets(jax.random.fold_in(key, 2),
+                                      [train_feats[p].reshape(-1, dim) for p in parts],
+                                      fed.local_bank_size, cs.projection_dim or None,
+                                      cs.num_starts)
+  byzantine = np.zeros(len(parts), bool)
+  byzantine[list(fed.byzantine_clients)] = True
+  out: dict[str, dict[str, Any]] = {}
+  for strategy in fed.strategies:
+    robust = robustness(config, strategy)
+    out[strategy] = {}
+    for a_i, attack in enumerate(("clean",) + tuple(fed.attacks)):
+      t = time.time()
+      submitted = federated.attack_coresets(jax.random.fold_in(key, 100 + a_i), coresets,
+                                            jnp.asarray(byzantine), attack)
+      bank, info = federated.build_global_bank(jax.random.fold_in(key, 3), submitted,
+                                               fed.global_bank_size, robust,
+                                               cs.projection_dim or None, cs.num_starts)
+      res, _ = evaluation.evaluate_bank(bank, test_feats, data, block_size=cs.block_size,
+                                        reweight_neighbors=config.reweight_neighbors)
+      res["bank_rows_from_byzantine"] = evaluation.rows_in_bank(
+        bank, np.asarray(submitted)[byzantine])
+      res.update(bank_size=int(bank.shape[0]), num_flagged=info["num_flagged"],
+                 kept=np.asarray(info["kept"]).astype(int).tolist(),
+                 seconds=round(time.time() - t, 1))
+      if info["client_scores"] is not None:
+        res["client_scores"] = np.round(np.asarray(info["client_scores"].scores), 3).tolist()
+      out[strategy][attack] = res
+      log(f"federated {strategy:18s} {attack:15s} image AUROC {res['image_auroc']:.3f}"
+          + (f" (p=1: {res['image_auroc_p1']:.3f})" if "image_auroc_p1" in res else "")
+          + f", bank {res['bank_size']}, flagged {res['num_flagged']} [{res['seconds']}s]")
+  return out
+
+
+def _synthetic(config, workdir, fn, variables, bank, data, log):
+  """Pixel-level metrics on synthetic defects (the centralised bank); their maps."""
+  syn_cfg = config.synthetic
+  good = np.flatnonzero(data.test_labels == 0)[:syn_cfg.num_images]
+  syn = synthetic_defects.add_synthetic_defects(data.test_images[good], seed=config.seed + 7,
+                                                defect_fraction=syn_cfg.defect_fraction)
+  syn_feats = features.extract_patch_features(fn, variables, syn.images, config.backbone.batch_size,
+                                              progress="synthetic features")
+  patch = np.asarray(score_patches(syn_feats, jnp.asarray(bank), 1, config.coreset.block_size))
+  maps = np.asarray(features.anomaly_maps(jnp.asarray(patch), tuple(syn.images.shape[1:3]),
+                                          float(config.sigma)))
+  res = {"image_auroc": metrics.image_auroc(patch.max(axis=(1, 2)), syn.labels),
+         "pixel_auroc": metrics.pixel_auroc(maps, syn.masks),
+         "aupro": metrics.aupro(maps, syn.masks, 0.3),
+         "num_images": int(len(good)), "num_defective": int(syn.labels.sum())}
+  log("synthetic: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items() if isinstance(v, float)))
+  show = np.r_[np.flatnonzero(syn.labels == 1)[:config.num_map_images - 2],
+               np.flatnonzero(syn.labels == 0)[:2]]
+  save_anomaly_maps(os.path.join(workdir, SYNTHETIC_MAPS), syn.images[show], maps[show],
+                    syn.masks[show], [str(syn.defect_types[i]) for i in show])
+  return res
+
+
+def _test_maps(config, workdir, test_feats, bank, data):
+  """Anomaly maps of real test images, with the centralised bank."""
+  real = np.r_[np.flatnonzero(data.test_labels == 1)[:config.num_map_images - 2],
+               np.flatnonzero(data.test_labels == 0)[:2]]
+  patch = np.asarray(score_patches(test_feats[real], jnp.asarray(bank), 1,
+                                   config.coreset.block_size))
+  maps = np.asarray(features.anomaly_maps(jnp.asarray(patch), tuple(data.test_images.shape[1:3]),
+                                          float(config.sigma)))
+  return save_anomaly_maps(os.path.join(workdir, TEST_MAPS), data.test_images[real], maps,
+                           None if data.test_masks is None else data.test_masks[real],
+                           [str(data.test_categories[i]) for i in real])
+
+
+def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Runs the whole experiment of a ``configs/patchcore_*.py`` config.
+
+  Args:
+    config: the experiment config.
+    workdir: output folder (created): ``results.json``, ``results.md``,
+      ``anomaly_maps_test.png`` and, with synthetic defects,
+      ``anomaly_maps_synthetic.png``.
+    log: called with one line per step.
+
+  Returns:
+    The results also written to ``results.json``: ``config``,
+    ``centralized`` (``image_auroc``, ``image_auroc_p1`` on ELPV,
+    ``bank_size``, ``coverage_radius``, ``seconds``), ``federated``
+    (``{strategy: {"clean" or attack: ...}}``, when there are clients),
+    ``synthetic`` (when synthetic defects are drawn) and ``seconds``.
+
+  Raises:
+    ValueError: an invalid setting (data set, partition, strategy, ...).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  key = jax.random.key(config.seed)
+  data = load_data(config)
+  log(f"data {data.name}: {len(data.train_images)} train, {len(data.test_images)} test "
+      f"({int(data.test_labels.sum())} defective), images {data.train_images.shape[1:]}")
+  fn, variables, train_feats, test_feats = _patch_features(config, data, log, start)
+  results: dict[str, Any] = {"config": json.loads(config.to_json())}
+  central_bank, results["centralized"] = _centralized(config, key, train_feats, test_feats,
+                                                      data, log)
+  if config.federated.num_clients > 0:
+    results["federated"] = _federated(config, key, train_feats, test_feats, data, log)
+  if config.synthetic.num_images > 0:
+    results["synthetic"] = _synthetic(config, workdir, fn, variables, central_bank, data, log)
+  _test_maps(config, workdir, test_feats, central_bank, data)
+  results["seconds"] = round(time.time() - start, 1)
+  reporting.write_json(os.path.join(workdir, RESULTS_JSON), results, indent=2)
+  reporting.write_text(os.path.join(workdir, RESULTS_MD), markdown(results))
+  log(f"wrote {workdir}/{RESULTS_JSON}, {RESULTS_MD}, anomaly_maps_*.png "
+      f"[{results['seconds']}s]")
+  return results

