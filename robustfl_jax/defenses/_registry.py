@@ -30,10 +30,13 @@ class Defense(NamedTuple):
     probe: the :class:`~robustfl_jax.defenses.BehaviourProbe` that scores and
       accepts client models, for adversaries that know the defense; None
       when the defense has none.
+    artifacts: what building it trained or drew, for reports (the GAN
+      filter's ``{"generator": GANResult}``); None when nothing.
   """
 
   aggregator: Aggregator
   probe: Any = None
+  artifacts: Optional[dict] = None
 
 
 def register(name: str, factory: Optional[Callable] = None, *,

@@ -268,4 +268,5 @@ def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
   hp = dict(per_class=int(validation_per_class), rule=threshold_rule,
             threshold=float(threshold), margin=float(margin))
   return Defense(gan_filter(apply_fn, params, gan, **hp),
-                 gan_filter_probe(apply_fn, params, gan, **hp))
+                 gan_filter_probe(apply_fn, params, gan, **hp),
+                 {"generator": gan})

@@ -7,24 +7,13 @@ optimizer. It proves the wiring, not the accuracy.
 """
 
 import gzip
-import importlib.util
 import os
 import pickle
 
 import numpy as np
 import pytest
 
-from robustfl_jax.fl import runner
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _config(name):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from robustfl_jax.experiments import load_config, train
 
 
 def _idx(arr):
@@ -61,16 +50,12 @@ def test_config_runs_one_round_on_tiny_files(tmp_path, name, writer):
   data_dir = tmp_path / "data"
   data_dir.mkdir()
   writer(str(data_dir))
-  config = _config(name)
-  config.data.dir = str(data_dir)
-  config.num_clients = 4
-  config.num_rounds = 1
-  config.eval_every = 1
-  config.checkpoint_every = 1
-  config.client.batch_size = 4
+  config = load_config(f"{name}.py", {
+      "data.dir": str(data_dir), "num_clients": 4, "num_rounds": 1,
+      "eval_every": 1, "checkpoint_every": 1, "client.batch_size": 4})
   lines = []
-  summary = runner.train(config, str(tmp_path / "run"), log=lines.append,
-                         plot=False)
+  summary = train(config, str(tmp_path / "run"), log=lines.append,
+                  plot=False).summary
   assert summary["rounds_completed"] == 1
   assert np.isfinite(summary["final_test_loss"])
   assert 0.0 <= summary["final_test_accuracy"] <= 1.0
