@@ -14,7 +14,7 @@ compare across machines. The suites live in
 :mod:`robustfl_jax.experiments.benchmarks`.
 """
 
-from absl import app, flags
+from absl import flags
 
 from robustfl_jax.experiments import benchmarks, cli
 
@@ -37,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

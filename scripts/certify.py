@@ -23,37 +23,31 @@ headline figure.
 
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 from robustfl_jax.experiments import certification
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import reporting
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Certification config (configs/digits_certify.py).",
-    lock_config=True)
+_CONFIG = cli.define_config(None, "Certification config (configs/digits_certify.py).")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output folder; default runs/<config file name>.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
+    "and start anew.")
 _PUBLISH = flags.DEFINE_bool(
     "publish", False, "Write docs/results/<config name>.md and the README "
     "headline from this run.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config=configs/<name>.py is required.")
-  config_path = flags.FLAGS["config"].config_filename
+  cli.no_extra_arguments(argv)
+  config_path = _CONFIG.value
   workdir = cli.default_workdir(_WORKDIR.value, config_path)
 
   def run():
-    report = certification.run_certification(config, workdir, log=cli.say)
+    report = certification.run_certification(cli.load(_CONFIG), workdir,
+                                             log=cli.say, fresh=_FRESH.value)
     if _PUBLISH.value:
       reporting.publish(cli.config_name(config_path),
                         certification.markdown(report),
@@ -65,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,34 +16,30 @@ One program is compiled per defense and reused for all adversaries (see
 
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import conflict
 from robustfl_jax.experiments import reporting
-from robustfl_jax.experiments.config import CONFIGS_DIR
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(CONFIGS_DIR, "conflict.py"),
-    "Conflict experiment config.", lock_config=True)
+_CONFIG = cli.define_config("conflict.py", "Conflict experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", os.path.join("runs", "conflict"),
                                "Output folder.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
+    "and start anew.")
 _PUBLISH = flags.DEFINE_bool(
     "publish", False, "Write docs/results/conflict.md and the README headline "
     "from this run.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  cli.no_extra_arguments(argv)
   workdir = _WORKDIR.value
 
   def run():
-    result = conflict.run_conflict(_CONFIG.value, workdir, log=cli.say)
+    result = conflict.run_conflict(cli.load(_CONFIG), workdir, log=cli.say,
+                                   fresh=_FRESH.value)
     if _PUBLISH.value:
       plots = ["conflict.png"] + (["gan_samples.png"] if result.gan else [])
       reporting.publish("conflict", conflict.report(result),
@@ -55,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

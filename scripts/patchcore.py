@@ -15,31 +15,29 @@ Outputs in ``--workdir`` (default ``runs/<config file name>``): ``results.json``
 
 import os
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import patchcore
 from robustfl_jax.experiments import reporting
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/patchcore_*.py).", lock_config=True)
+_CONFIG = cli.define_config(None, "Experiment config file (configs/patchcore_*.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; default runs/<config file name>.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
+    "and start anew.")
 _PUBLISH = flags.DEFINE_bool(
     "publish", False, "Write docs/results/<config name>.md and the README headline from this run.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config=configs/<name>.py is required.")
-  config_path = flags.FLAGS["config"].config_filename
+  cli.no_extra_arguments(argv)
+  config_path = _CONFIG.value
   workdir = cli.default_workdir(_WORKDIR.value, config_path)
 
   def run():
-    results = patchcore.run(_CONFIG.value, workdir, log=cli.say)
+    results = patchcore.run(cli.load(_CONFIG), workdir, log=cli.say,
+                            fresh=_FRESH.value)
     if _PUBLISH.value:
       path = reporting.publish(
         cli.config_name(config_path), patchcore.markdown(results),
@@ -51,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

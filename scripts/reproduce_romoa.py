@@ -20,37 +20,32 @@ headline figure.
 
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import romoa_tables
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "configs/romoa_table1.py or configs/romoa_table2.py.",
-    lock_config=True)
+_CONFIG = cli.define_config(None, "configs/romoa_table1.py or configs/romoa_table2.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Output folder; default runs/<config name>.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
+    "and start anew.")
 _PUBLISH = flags.DEFINE_bool(
     "publish", False, "Write docs/results/<config name>.md and the README "
     "headline from this run.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  base = _CONFIG.value
-  if base is None:
-    raise app.UsageError("--config=configs/romoa_table1.py is required.")
-  config_path = flags.FLAGS["config"].config_filename
+  cli.no_extra_arguments(argv)
+  config_path = _CONFIG.value
   workdir = cli.default_workdir(_WORKDIR.value, config_path)
 
   def run():
-    rows = romoa_tables.run_romoa_tables(base, workdir, log=cli.say)
+    base = cli.load(_CONFIG)
+    rows = romoa_tables.run_romoa_tables(base, workdir, log=cli.say,
+                                         fresh=_FRESH.value)
     if _PUBLISH.value:
       reporting.publish(
           cli.config_name(config_path), romoa_tables.markdown(rows, base),
@@ -62,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -17,19 +17,13 @@ Every run starts from ``--config`` (default ``configs/digits_fedavg.py``) with
 
 import os
 
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import sweep
-from robustfl_jax.experiments.config import CONFIGS_DIR
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(CONFIGS_DIR, "digits_fedavg.py"),
-    "Base experiment config.", lock_config=True)
+_CONFIG = cli.define_config("digits_fedavg.py", "Base experiment config.")
 _ATTACKS = flags.DEFINE_list("attacks", list(sweep.ATTACKS),
                              "Attacks (attack.name values).")
 _AGGREGATORS = flags.DEFINE_list("aggregators", list(sweep.AGGREGATORS),
@@ -39,23 +33,26 @@ _NUM_BYZANTINE = flags.DEFINE_list(
     "Numbers of Byzantine clients.")
 _WORKDIR = flags.DEFINE_string("workdir", None,
                                "Output folder; default runs/sweep.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
+    "and start anew.")
 _PUBLISH = flags.DEFINE_bool(
     "publish", False, "Write docs/results/sweep.md and the README headline "
     "from this run.")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
+  cli.no_extra_arguments(argv)
   workdir = cli.default_workdir(_WORKDIR.value, "sweep")
 
   def run():
-    rows = sweep.run_sweep(_CONFIG.value, workdir, attacks=_ATTACKS.value,
+    base = cli.load(_CONFIG)
+    rows = sweep.run_sweep(base, workdir, attacks=_ATTACKS.value,
                            aggregators=_AGGREGATORS.value,
-                           num_byzantine=_NUM_BYZANTINE.value, log=cli.say)
+                           num_byzantine=_NUM_BYZANTINE.value, log=cli.say,
+                           fresh=_FRESH.value)
     if _PUBLISH.value:
-      reporting.publish("sweep", sweep.markdown(rows, _CONFIG.value),
+      reporting.publish("sweep", sweep.markdown(rows, base),
                         command=cli.command_line(), headline=sweep.headline(rows),
                         files=[os.path.join(workdir, "sweep.png")])
 
@@ -63,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -7,23 +7,24 @@ Example::
       --config.aggregator.name=mean --workdir=runs/attack_mean
 
 Outputs in ``--workdir`` (default ``runs/<config file name>``):
-``config.json``, ``metrics.jsonl``, ``summary.json``, ``metrics.png``,
-``checkpoints/``. Rerunning the same command after an interruption resumes
-from the last checkpoint. ``--publish`` also writes
-``docs/results/<config file name>.md`` and the README's headline figure.
+``experiment.json``, ``config.json``, ``metrics.jsonl``, ``summary.json``,
+``metrics.png``, ``checkpoints/``. Rerunning the same command after an
+interruption resumes from the last verified checkpoint; a work directory of
+another experiment is refused (``--fresh`` moves its outputs aside).
+``--publish`` also writes ``docs/results/<config file name>.md`` and the
+README's headline figure.
 """
 
-from absl import app
 from absl import flags
-from absl import logging
-from ml_collections import config_flags
 
 from robustfl_jax.experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
+_CONFIG = cli.define_config()
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output folder; default runs/<config file name>.")
+_FRESH = flags.DEFINE_bool(
+    "fresh", False, "Move what --workdir holds to <workdir>/previous/"
+    "<date-time>/ and start anew.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Multi-host run: call jax.distributed.initialize (coordinator from the "
@@ -34,18 +35,14 @@ _PUBLISH = flags.DEFINE_bool(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value is None:
-    raise app.UsageError("--config=configs/<name>.py is required.")
+  cli.no_extra_arguments(argv)
   if _DISTRIBUTED.value:
     from robustfl_jax import distributed  # pylint: disable=import-outside-toplevel
     distributed.initialize(force=True)
-  return cli.train_main(_CONFIG.value,
-                        config_path=flags.FLAGS["config"].config_filename,
-                        workdir=_WORKDIR.value, publish=_PUBLISH.value)
+  return cli.train_main(_CONFIG, config_path=_CONFIG.value,
+                        workdir=_WORKDIR.value, publish=_PUBLISH.value,
+                        fresh=_FRESH.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,72 +1,62 @@
 """Executes every notebook in notebooks/ top to bottom; a cell that raises fails.
 
-The notebooks are the tour of the library (issue 8): each must run on the CPU
-with the embedded data. New notebooks are picked up by the glob. Each runs in
-a fresh kernel, started from this interpreter (the native ``python3`` kernel
-of ipykernel, so the library under test is the one pytest imports), with
-``notebooks/`` as its working directory, as Jupyter would open it.
+The notebooks are the tour of the library: each must run on the CPU with the
+embedded data. New notebooks are picked up by the glob. Each runs in a fresh
+kernel of this interpreter with ``notebooks/`` as its working directory, as
+Jupyter would open it (:mod:`robustfl_jax.experiments.notebooks`). They are
+stored with their outputs (``python scripts/run_notebooks.py``): the test
+checks that the stored copy shows what a fresh run shows, cell by cell.
 """
 
-import glob
 import os
 import sys
 
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 import nbclient
 import nbformat
 import pytest
 
-NOTEBOOK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "notebooks")
-NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "*.ipynb")))
-# Seconds per cell; the slowest cells compile a dozen rules (well under a minute
-# on an idle 2-core CPU), the margin is for a loaded machine.
-CELL_TIMEOUT_S = 900
+from robustfl_jax.experiments import notebooks
 
-
-def _kernel_manager() -> KernelManager:
-  """A kernel manager whose ``python3`` kernel is this interpreter.
-
-  With no kernel directories searched, jupyter_client falls back to
-  ipykernel's native spec, whose command is ``sys.executable -m
-  ipykernel_launcher``: a ``python3`` kernelspec installed elsewhere (a user's
-  ~/.local/share/jupyter, another environment) cannot redirect the notebooks
-  to another Python.
-  """
-  specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
-  return KernelManager(kernel_name="python3", kernel_spec_manager=specs)
-
-
-def _execute(notebook, cwd):
-  client = nbclient.NotebookClient(
-      notebook, km=_kernel_manager(), kernel_name="python3", timeout=CELL_TIMEOUT_S,
-      resources={"metadata": {"path": cwd}})
-  return client.execute()
+NOTEBOOKS = notebooks.notebook_paths()
 
 
 def test_notebooks_exist():
-  assert NOTEBOOKS, f"no notebooks found in {NOTEBOOK_DIR}"
+  assert NOTEBOOKS, f"no notebooks found in {notebooks.NOTEBOOK_DIR}"
 
 
 def test_kernel_is_this_python(tmp_path):
   notebook = nbformat.v4.new_notebook(
       cells=[nbformat.v4.new_code_cell("import sys; print(sys.executable)")])
-  _execute(notebook, str(tmp_path))
+  notebooks.execute(notebook, str(tmp_path))
   printed = notebook.cells[0].outputs[0]["text"].strip()
   assert os.path.realpath(printed) == os.path.realpath(sys.executable)
 
 
+def test_output_kinds_sees_figures_and_text():
+  cell = nbformat.v4.new_code_cell("x")
+  cell.outputs = [nbformat.v4.new_output("display_data", data={
+      "image/png": "", "text/plain": "<Figure>"}),
+                  nbformat.v4.new_output("stream", text="hi")]
+  notebook = nbformat.v4.new_notebook(cells=[cell,
+                                             nbformat.v4.new_code_cell("y")])
+  assert notebooks.output_kinds(notebook) == [
+      ("image/png", "stream", "text/plain"), ()]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
-def test_notebook_runs(path):
-  notebook = nbformat.read(path, as_version=4)
+def test_notebook_runs_and_is_stored_with_its_outputs(path):
+  stored = nbformat.read(path, as_version=4)
+  fresh = nbformat.read(path, as_version=4)
   try:
-    _execute(notebook, NOTEBOOK_DIR)
+    notebooks.execute(fresh)
   except nbclient.exceptions.CellExecutionError as error:
     pytest.fail(f"{os.path.basename(path)}: a cell raised\n{error}", pytrace=False)
-  # Stored without outputs, so that diffs stay small and no stale result is shown.
-  stored = nbformat.read(path, as_version=4)
-  for cell in stored.cells:
-    if cell.cell_type == "code":
-      assert not cell.outputs and cell.execution_count is None, (
-          f"{os.path.basename(path)} is stored with outputs; clear them before committing")
+  name = os.path.basename(path)
+  code = [c for c in stored.cells if c.cell_type == "code"]
+  assert all(c.execution_count is not None for c in code), (
+      f"{name} is stored unexecuted: run python scripts/run_notebooks.py")
+  assert any("image/png" in kinds for kinds in notebooks.output_kinds(stored)), (
+      f"{name} is stored without a figure")
+  assert notebooks.output_kinds(stored) == notebooks.output_kinds(fresh), (
+      f"{name}: the stored outputs differ in kind from a fresh run's; rerun "
+      "python scripts/run_notebooks.py")

@@ -40,6 +40,7 @@ import numpy as np
 
 from robustfl_jax import adversarial
 from robustfl_jax.experiments import reporting
+from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.experiments.runner import RunResult, train
 
 # Test points certified per call (and per progress line).
@@ -118,7 +119,10 @@ def certify_sigma(config: ml_collections.ConfigDict, sigma: float,
   radii = [float(r) for r in c.radii]
   log(f"== sigma {sigma}: federated Gaussian-noise training in {workdir}")
   t0 = time.time()
-  result: RunResult = train(sigma_config(config, sigma), workdir, log=log)
+  # The trained model does not depend on the certify.* settings: changing
+  # them certifies the same models again.
+  result: RunResult = train(sigma_config(config, sigma), workdir, log=log,
+                            ignore=workdir_lib.PROGRESS_FIELDS + ("certify",))
   train_s = time.time() - t0
   exp = result.experiment
   x_test, y_test = exp.dataset.x_test, exp.dataset.y_test
@@ -160,13 +164,16 @@ def certify_sigma(config: ml_collections.ConfigDict, sigma: float,
 
 
 def run_certification(config: ml_collections.ConfigDict, workdir: str, *,
-                      log: Callable[[str], None] = print) -> dict:
+                      log: Callable[[str], None] = print,
+                      fresh: bool = False) -> dict:
   """Trains and certifies one model per sigma; writes the outputs.
 
   Args:
     config: a certification config (``configs/digits_certify.py``).
     workdir: output folder (created); one training folder per sigma inside.
     log: progress sink.
+    fresh: move what ``workdir`` holds to ``previous/<date-time>/`` and
+      start anew (a directory of another experiment is refused otherwise).
 
   Returns:
     The content of ``certify.json``.
@@ -176,7 +183,7 @@ def run_certification(config: ml_collections.ConfigDict, workdir: str, *,
     FileNotFoundError: the data set's files are missing.
   """
   validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir, config, kind="certify", fresh=fresh, log=log)
   t_all = time.time()
   results = [certify_sigma(config, sigma,
                            os.path.join(workdir, f"sigma_{sigma:g}"), log=log)

@@ -1,20 +1,101 @@
-"""What the experiment scripts share: work directories, errors, publishing.
+"""What the experiment scripts share: flags, work directories, errors, publishing.
 
 Each script in ``scripts/`` parses its flags and calls one function of
-:mod:`robustfl_jax.experiments`; these helpers keep that call short.
+:mod:`robustfl_jax.experiments`; these helpers keep that call short and give
+every script the same behaviour:
+
+* ``--config=X.py`` is found as given or in the repository's ``configs/``;
+  ``--config.a.b=v`` overrides a field (a field that does not exist, or a
+  value of the wrong type, is a one-line error);
+* a mistake a user can fix (a config field, a missing file, an unwritable or
+  foreign work directory) prints ``error: <one sentence>`` on stderr and
+  exits with status 2, before anything is compiled; set
+  ``ROBUSTFL_TRACEBACK=1`` (or pass ``--verbosity=1``) to see the traceback;
+* Ctrl-C prints one line (where the run stopped, its last checkpoint) and
+  exits with status 130;
+* ``--help`` exits 0; the INFO chatter of absl, orbax and JAX's backend
+  discovery is not shown unless ``--verbosity=1``.
 """
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 from typing import Any, Callable, Optional
 
+from absl import app
+from absl import flags
+from absl import logging
+
 from robustfl_jax.experiments import reporting
-from robustfl_jax.experiments.runner import RunResult, train
+from robustfl_jax.experiments.config import load_config
+from robustfl_jax.experiments.runner import Interrupted, RunResult, train
 
 # Errors a user can fix (a config field, a missing file): one line, exit 2.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError)
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, OSError)
+TRACEBACK_ENV = "ROBUSTFL_TRACEBACK"
+_OVERRIDES: list[str] = []
+
+
+def define_config(default: Optional[str] = None,
+                  help_text: str = "Experiment config file (configs/*.py).",
+                  name: str = "config") -> flags.FlagHolder:
+  """``--config=<file>``; its ``--config.<field>=<value>`` overrides are
+  collected by :func:`run` and applied by :func:`load`."""
+  return flags.DEFINE_string(name, default, help_text + " Override fields "
+                             f"with --{name}.<field>=<value>.")
+
+
+def load(holder: flags.FlagHolder):
+  """The config of a ``--config`` flag with its overrides, locked.
+
+  Raises:
+    ValueError: no ``--config`` given, or a bad override.
+    FileNotFoundError: no such config file.
+  """
+  if not holder.value:
+    raise ValueError(f"--{holder.name}=configs/<name>.py is required.")
+  return load_config(holder.value, _OVERRIDES)
+
+
+def _parse(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _quiet(verbose: bool) -> None:
+  level = std_logging.INFO if verbose else std_logging.WARNING
+  logging.set_verbosity(logging.INFO if verbose else logging.ERROR)
+  for name in ("absl", "orbax", "jax", "jax._src.xla_bridge", "asyncio"):
+    std_logging.getLogger(name).setLevel(
+        level if name != "asyncio" or verbose else std_logging.CRITICAL)
+
+
+def run(main: Callable[[list[str]], Any], argv: Optional[list[str]] = None):
+  """``absl.app.run`` for the scripts: ``--config.*`` overrides collected,
+  flag errors as one line (exit 2), library noise off."""
+  argv = list(sys.argv if argv is None else argv)
+  _OVERRIDES[:] = [a[len("--config."):] for a in argv[1:]
+                   if a.startswith("--config.")]
+  rest = [a for a in argv if not a.startswith("--config.")]
+  _quiet(verbose=False)
+  asked_help = any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull",
+                         "--helpxml") for a in rest[1:])
+  try:
+    app.run(main, argv=rest, flags_parser=_parse)
+  except SystemExit as e:
+    if asked_help:  # absl exits 1 after printing help that was asked for
+      sys.exit(0)
+    raise
+
+
+def no_extra_arguments(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
 
 
 def config_name(config_path: Optional[str]) -> str:
@@ -28,14 +109,33 @@ def default_workdir(workdir: Optional[str], config_path: Optional[str]) -> str:
 
 
 def say(line: str) -> None:
-  print(line, flush=True)
+  """Progress on stdout; lines that start with ``warning:`` on stderr."""
+  print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout,
+        flush=True)
+
+
+def _traceback_wanted() -> bool:
+  verbosity = flags.FLAGS["verbosity"].value if "verbosity" in flags.FLAGS else 0
+  return os.environ.get(TRACEBACK_ENV, "") not in ("", "0") or verbosity >= 1
 
 
 def run_or_exit(fn: Callable[[], Any]) -> int:
-  """Calls ``fn``; a user error prints ``error: <sentence>`` and returns 2."""
+  """Calls ``fn``; a user error prints ``error: <sentence>`` and returns 2,
+  Ctrl-C prints where the run stopped and returns 130."""
+  if _traceback_wanted():
+    _quiet(verbose=True)
   try:
     fn()
+  except Interrupted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    return 130
+  except KeyboardInterrupt:
+    print("interrupted; nothing was written that a rerun would not redo.",
+          file=sys.stderr, flush=True)
+    return 130
   except USER_ERRORS as e:
+    if _traceback_wanted():
+      raise
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 2
   return 0
@@ -48,16 +148,25 @@ def command_line() -> str:
 
 
 def train_main(config, *, config_path: Optional[str], workdir: Optional[str],
-               publish: bool = False) -> int:
+               publish: bool = False, fresh: bool = False) -> int:
   """``scripts/train.py``: train (or resume), print the result, publish it.
 
+  Args:
+    config: the config, or a ``--config`` flag holder (loaded here, so that
+      its errors are reported like the others).
+    config_path: the config file (names the default work directory).
+    workdir: the work directory (default ``runs/<config name>``).
+    publish: write ``docs/results/<config name>.md`` and the README headline.
+    fresh: move the work directory's earlier outputs aside and start anew.
+
   Returns:
-    The exit status: 0, or 2 after a one-line error.
+    The exit status: 0, 2 after a one-line error, 130 after Ctrl-C.
   """
   workdir = default_workdir(workdir, config_path)
 
   def run():
-    result = train(config, workdir, log=say)
+    cfg = load(config) if isinstance(config, flags.FlagHolder) else config
+    result = train(cfg, workdir, log=say, fresh=fresh)
     s = result.summary
     say(f"final test accuracy {reporting.fmt(s['final_test_accuracy'], '.4f')}"
         f", loss {reporting.fmt(s['final_test_loss'], '.4f')} after "

@@ -16,6 +16,7 @@ override still fails (configs are locked).
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import inspect
 import os
@@ -225,16 +226,29 @@ def _load_module(path: str):
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-  """``"a.b=value"`` -> ``("a.b", value)``; the value as a Python literal or
-  else the plain string (as on the command line)."""
+  """``"a.b=value"`` -> ``("a.b", "value")`` (the value parsed later, by
+  the type of the field it sets)."""
   if "=" not in text:
     raise ValueError(f"override {text!r} must look like field.path=value.")
   key, raw = text.split("=", 1)
+  return key.strip(), raw
+
+
+def _typed(raw: str, kind: Optional[type]) -> Any:
+  """A command-line string as the field's type: strings stay strings, tuples
+  take ``(a, b)`` or ``a,b``, the rest is a Python literal."""
+  if kind is str:
+    return raw
   try:
     value = ast.literal_eval(raw)
   except (ValueError, SyntaxError):
     value = raw
-  return key.strip(), value
+  if kind is tuple and not isinstance(value, (tuple, list)):
+    value = tuple(v.strip() for v in raw.split(",") if v.strip())
+  if kind is bool and isinstance(value, str) and value.lower() in (
+      "true", "false"):
+    value = value.lower() == "true"
+  return value
 
 
 def apply_overrides(config: ml_collections.ConfigDict,
@@ -249,6 +263,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
   items = (overrides.items() if isinstance(overrides, Mapping)
            else (parse_override(o) for o in overrides))
   for key, value in items:
+    from_text = not isinstance(overrides, Mapping)
     *path, leaf = key.split(".")
     node = config
     for part in path:
@@ -256,14 +271,18 @@ def apply_overrides(config: ml_collections.ConfigDict,
         raise ValueError(f"config field {key!r} does not exist.")
       node = node[part]
     if leaf not in node:
-      raise ValueError(f"config field {key!r} does not exist; "
-                       f"{'.'.join(path) or 'the config'} has "
-                       f"{sorted(node.keys())}.")
+      close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+      hint = (f"did you mean {'.'.join(path + close)!r}?" if close else
+              f"{'.'.join(path) or 'the config'} has {sorted(node.keys())}.")
+      raise ValueError(f"config field {key!r} does not exist; {hint}")
+    kind = node.get_type(leaf)
+    if from_text:
+      value = _typed(value, kind)
     try:
       node[leaf] = value
     except (TypeError, ValueError) as e:
-      raise ValueError(f"config field {key!r} cannot be set to {value!r}: "
-                       f"{e}") from e
+      raise ValueError(f"config field {key!r} cannot be set to {value!r}: its "
+                       f"type is {getattr(kind, '__name__', kind)}.") from e
   return config
 
 

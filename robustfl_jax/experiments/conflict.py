@@ -62,6 +62,7 @@ from robustfl_jax.experiments import adversarial as adversarial_hooks
 from robustfl_jax.experiments import builders
 from robustfl_jax.experiments import protocols
 from robustfl_jax.experiments import reporting
+from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.fl.metrics import make_eval_fn
 from robustfl_jax.fl.server import FederatedData
 
@@ -200,6 +201,8 @@ def gan_report(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
     dataset: the data set.
     workdir: where the files go.
     log: progress sink.
+    fresh: move what ``workdir`` holds to ``previous/<date-time>/`` and
+      start anew (a directory of another experiment is refused otherwise).
     wgan_gp: the filter's trained generator (``Defense.artifacts``), reused
       instead of training the same one again; trained here when None.
     wgan_gp_seconds: how long building it took, for the report.
@@ -373,7 +376,8 @@ def cell_rows(defense: str, adversary: str, data_labels: Sequence[str],
 
 
 def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
-                 log: Callable[[str], None] = print) -> ConflictResult:
+                 log: Callable[[str], None] = print,
+                 fresh: bool = False) -> ConflictResult:
   """Runs the grid of ``config`` and writes its outputs to ``workdir``.
 
   Args:
@@ -392,7 +396,7 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
     FileNotFoundError: the data set's files are missing.
   """
   grid = validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir, config, kind="conflict", fresh=fresh, log=log)
   t_start = time.time()
   dataset = builders.build_dataset(config)
   model, params = builders.build_model(config, dataset)

@@ -36,6 +36,7 @@ import numpy as np
 from robustfl_jax.data import anomaly_folders, elpv, synthetic_defects
 from robustfl_jax.data.partition import dirichlet, iid
 from robustfl_jax.experiments import reporting
+from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.models import wide_resnet
 from robustfl_jax.patchcore import coreset as coreset_lib
 from robustfl_jax.patchcore import evaluation, federated, features, metrics
@@ -278,7 +279,8 @@ def _test_maps(config, workdir, test_feats, bank, data):
                            [str(data.test_categories[i]) for i in real])
 
 
-def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(config, workdir: str, *, log: Callable[[str], None] = print,
+        fresh: bool = False) -> dict[str, Any]:
   """Runs the whole experiment of a ``configs/patchcore_*.py`` config.
 
   Args:
@@ -287,6 +289,8 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str
       ``anomaly_maps_test.png`` and, with synthetic defects,
       ``anomaly_maps_synthetic.png``.
     log: called with one line per step.
+    fresh: move what ``workdir`` holds to ``previous/<date-time>/`` and
+      start anew (a directory of another experiment is refused otherwise).
 
   Returns:
     The results also written to ``results.json``: ``config``,
@@ -298,7 +302,7 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print) -> dict[str
   Raises:
     ValueError: an invalid setting (data set, partition, strategy, ...).
   """
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir, config, kind="patchcore", fresh=fresh, log=log)
   start = time.time()
   key = jax.random.key(config.seed)
   data = load_data(config)

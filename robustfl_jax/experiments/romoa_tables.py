@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from robustfl_jax.experiments import reporting
+from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.experiments.builders import Experiment, build_experiment
 
 METHOD_RULES = {"baseline": "mean", "romoa": "romoa", "rfa": "rfa",
@@ -215,7 +216,8 @@ def cells(base: ml_collections.ConfigDict) -> list[tuple]:
 
 
 def run_romoa_tables(base: ml_collections.ConfigDict, workdir: str, *,
-                     log: Callable[[str], None] = print) -> list[dict]:
+                     log: Callable[[str], None] = print,
+                     fresh: bool = False) -> list[dict]:
   """Runs every cell of ``base.reproduce`` and writes the outputs.
 
   Args:
@@ -223,6 +225,8 @@ def run_romoa_tables(base: ml_collections.ConfigDict, workdir: str, *,
     workdir: output folder (created); ``results.json`` is rewritten after
       every cell.
     log: progress sink, one line per cell and the table at the end.
+    fresh: move what ``workdir`` holds to ``previous/<date-time>/`` and
+      start anew (a directory of another experiment is refused otherwise).
 
   Returns:
     The rows of ``results.json``.
@@ -231,7 +235,7 @@ def run_romoa_tables(base: ml_collections.ConfigDict, workdir: str, *,
     ValueError: the ``reproduce`` section or a cell's config cannot work.
   """
   validate(base)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir, base, kind="romoa_tables", fresh=fresh, log=log)
   table = int(base.reproduce.table)
   grid = cells(base)
   total = sum(len(c[3]) for c in grid)

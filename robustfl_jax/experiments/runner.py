@@ -13,18 +13,30 @@ Writes into a work directory:
 * ``metrics.png``: test accuracy and loss against rounds;
 * ``checkpoints/``: orbax checkpoints of the whole server state.
 
-Rerunning with the same work directory resumes from the newest readable
-checkpoint; since round ``t`` draws its randomness from ``fold_in(key, t)``,
-the resumed run ends bit-identical to an uninterrupted one.
+* ``experiment.json``: the fingerprint of the fields that decide results
+  (:mod:`robustfl_jax.experiments.workdir`).
+
+The work directory belongs to one experiment: a config that differs in a
+field that decides results is refused before anything is built. Rerunning the
+same experiment resumes from the newest *verified* checkpoint (a step whose
+checksum fails is skipped and kept, see :mod:`robustfl_jax.checkpoint`);
+since round ``t`` draws its randomness from ``fold_in(key, t)``, the resumed
+run ends bit-identical to an uninterrupted one. A larger ``num_rounds``
+continues the run; a smaller one than the rounds completed is refused. The
+earlier ``summary.json`` and ``metrics.png`` are kept in
+``previous/<date-time>/`` before they are written again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import ml_collections
@@ -33,11 +45,24 @@ import numpy as np
 from robustfl_jax.checkpoint import Checkpointer
 from robustfl_jax.experiments import adversarial as adversarial_hooks
 from robustfl_jax.experiments import reporting
-from robustfl_jax.experiments.builders import Experiment, build_experiment
+from robustfl_jax.experiments import workdir as workdir_lib
+from robustfl_jax.experiments.builders import (Experiment, build_experiment,
+                                               validate_config)
 from robustfl_jax.fl.server import ServerState, params_sha256
 
 _ROUND_FIELDS = ("train_loss", "num_rejected", "num_nonfinite", "tpr", "fpr",
                  "skipped", "update_norm")
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during training; the message says where and how to resume."""
+
+  def __init__(self, done: int, checkpointed: Optional[int]):
+    where = (f"last checkpoint: round {checkpointed}" if checkpointed
+             else "no checkpoint yet")
+    super().__init__(f"interrupted at round {done}; {where}; rerun the same "
+                     "command to resume.")
+    self.done, self.checkpointed = done, checkpointed
 
 
 class RunResult(NamedTuple):
@@ -95,10 +120,44 @@ def _metrics_row(done: int, eval_metrics: dict, round_metrics: dict,
   return row
 
 
+@contextlib.contextmanager
+def _stop_requested():
+  """A flag that Ctrl-C sets, so that the loop stops between rounds (never
+  inside a checkpoint save); a second Ctrl-C interrupts at once."""
+  flag = {"stop": False}
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    del signum, frame
+    if flag["stop"]:
+      raise KeyboardInterrupt
+    flag["stop"] = True
+
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def _completed_rounds(ckpt_dir: str) -> int:
+  """The newest step with a checksum, read off the folder (nothing loaded)."""
+  folder = os.path.join(ckpt_dir, "checksums")
+  if not os.path.isdir(folder):
+    return 0
+  steps = [int(n[:-5]) for n in os.listdir(folder)
+           if n.endswith(".json") and n[:-5].isdigit()
+           and os.path.isdir(os.path.join(ckpt_dir, n[:-5]))]
+  return max(steps, default=0)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *,
           log: Callable[[str], None] = print, checkpoint: bool = True,
-          plot: bool = True, experiment: Optional[Experiment] = None
-          ) -> RunResult:
+          plot: bool = True, experiment: Optional[Experiment] = None,
+          fresh: bool = False,
+          ignore: Sequence[str] = workdir_lib.PROGRESS_FIELDS) -> RunResult:
   """Runs (or resumes) the experiment of ``config`` in ``workdir``.
 
   Args:
@@ -108,15 +167,33 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     checkpoint: write and resume from checkpoints.
     plot: write ``metrics.png``.
     experiment: a prebuilt experiment for ``config`` (sweeps reuse compiles).
+    fresh: move what ``workdir`` holds to ``previous/<date-time>/`` first
+      (the only way to reuse another experiment's directory).
+    ignore: config fields that do not decide this run's results (the work
+      directory's fingerprint leaves them out).
 
   Returns:
     A :class:`RunResult`: the summary (also in ``summary.json``), the metrics
     history and the final state.
 
   Raises:
-    ValueError: the config cannot work (message names the field).
+    ValueError: the config cannot work (message names the field), or the
+      work directory holds another experiment, is not writable, holds more
+      rounds than asked for, or holds no checkpoint that passes its checks
+      (:class:`~robustfl_jax.experiments.workdir.WorkdirError`).
+    Interrupted: Ctrl-C; the last checkpoint is intact.
   """
-  os.makedirs(workdir, exist_ok=True)
+  num_rounds = int(config.num_rounds)
+  validate_config(config)  # a config that cannot work claims no directory
+  workdir_lib.claim(workdir, config, kind="train", fresh=fresh,
+                    ignore=ignore, log=log)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  completed = _completed_rounds(ckpt_dir) if checkpoint else 0
+  if completed > num_rounds:
+    raise workdir_lib.WorkdirError(
+        f"{workdir} has completed {completed} rounds; num_rounds={num_rounds} "
+        f"asks for fewer. Ask for at least {completed} or use another "
+        "--workdir.")
   # Multi-host: every process trains and checkpoints (orbax coordinates the
   # shared checkpoint folder); only process 0 logs and writes the outputs.
   out_dir = workdir
@@ -127,15 +204,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   exp = experiment if experiment is not None else build_experiment(config)
   reporting.write_text(os.path.join(out_dir, "config.json"),
                        config.to_json_best_effort(indent=2, sort_keys=True))
-  num_rounds = int(config.num_rounds)
   state = exp.init_state()
   start_round = 0
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints")) if checkpoint else None
+  ckpt = Checkpointer(ckpt_dir) if checkpoint else None
   if ckpt is not None:
-    restored, step = ckpt.restore_latest(state)
+    had_steps = bool(ckpt.all_steps())
+    restored, step = ckpt.restore_latest(
+        state, warn=lambda line: log(f"warning: {line}"))
     if restored is not None:
       state, start_round = restored, int(step)
       log(f"resumed from the checkpoint of round {start_round} in {workdir}")
+    elif had_steps:
+      ckpt.close()
+      raise workdir_lib.WorkdirError(
+          f"no checkpoint in {ckpt_dir} passes its checks (each was kept as "
+          "corrupt_*); rerun with --fresh to move them aside and start anew.")
+  if jax.process_index() == 0:
+    kept = workdir_lib.set_aside(out_dir, ["summary.json", "metrics.png"])
+    if kept:
+      log(f"kept the earlier summary and plot in {kept}")
   log(f"{exp.dataset.name}: {config.num_clients} clients "
       f"({int(exp.byzantine.sum())} Byzantine, attack={config.attack.name}), "
       f"model {config.model.name} with {exp.num_params:,} parameters, "
@@ -150,44 +237,52 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
   t_start = time.time()
   t_last, prev_done = time.time(), start_round
   steady_rounds, steady_seconds = 0, 0.0
-  with open(metrics_path, "a") as metrics_file:
-    for r in range(start_round, num_rounds):
-      state, round_metrics = exp.round_fn(state, exp.data)
-      done = r + 1
-      if r == start_round:
-        # Time the first round (compilation) apart, so that the rate and ETA
-        # shown later describe steady rounds only.
-        jax.block_until_ready(state.round)
-        exp.eval_fn(state.params)["accuracy"].block_until_ready()
-        log(f"compiled and ran round {done} in {time.time() - t_start:.1f} s")
-        t_last, prev_done = time.time(), done
-      is_eval = done % config.eval_every == 0 or done == num_rounds
-      is_ckpt = ckpt is not None and (
-          done % config.checkpoint_every == 0 or done == num_rounds)
-      if not (is_eval or is_ckpt):
-        continue
-      now = time.time()
-      steady_rounds += done - prev_done
-      steady_seconds += now - t_last
-      seconds_per_round = steady_seconds / max(steady_rounds, 1)
-      t_last, prev_done = now, done
-      if is_eval:
-        row = _metrics_row(done, jax.device_get(exp.eval_fn(state.params)),
-                           jax.device_get(round_metrics), now - t_start)
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-        rows.append(row)
-        if row["test_loss"] is None:
-          log(f"warning: non-finite test loss at round {done}")
-        log(f"round {done}/{num_rounds} | test_acc {row['test_accuracy']:.4f}"
-            f" | test_loss {_fmt(row['test_loss'])} | train_loss "
-            f"{_fmt(row['train_loss'])} | rejected {row['num_rejected']} | "
-            f"{seconds_per_round:.3f} s/round | eta "
-            f"{_format_eta(seconds_per_round * (num_rounds - done))}")
-      if is_ckpt:
-        ckpt.save(done, state)
-  if ckpt is not None:
-    ckpt.close()
+  done, saved = start_round, start_round
+  try:
+    with open(metrics_path, "a") as metrics_file, _stop_requested() as flag:
+      for r in range(start_round, num_rounds):
+        if flag["stop"]:
+          raise KeyboardInterrupt
+        state, round_metrics = exp.round_fn(state, exp.data)
+        done = r + 1
+        if r == start_round:
+          # Time the first round (compilation) apart, so that the rate and ETA
+          # shown later describe steady rounds only.
+          jax.block_until_ready(state.round)
+          exp.eval_fn(state.params)["accuracy"].block_until_ready()
+          log(f"compiled and ran round {done} in {time.time() - t_start:.1f} s")
+          t_last, prev_done = time.time(), done
+        is_eval = done % config.eval_every == 0 or done == num_rounds
+        is_ckpt = ckpt is not None and (
+            done % config.checkpoint_every == 0 or done == num_rounds)
+        if not (is_eval or is_ckpt):
+          continue
+        now = time.time()
+        steady_rounds += done - prev_done
+        steady_seconds += now - t_last
+        seconds_per_round = steady_seconds / max(steady_rounds, 1)
+        t_last, prev_done = now, done
+        if is_eval:
+          row = _metrics_row(done, jax.device_get(exp.eval_fn(state.params)),
+                             jax.device_get(round_metrics), now - t_start)
+          metrics_file.write(json.dumps(row) + "\n")
+          metrics_file.flush()
+          rows.append(row)
+          if row["test_loss"] is None:
+            log(f"warning: non-finite test loss at round {done}")
+          log(f"round {done}/{num_rounds} | test_acc {row['test_accuracy']:.4f}"
+              f" | test_loss {_fmt(row['test_loss'])} | train_loss "
+              f"{_fmt(row['train_loss'])} | rejected {row['num_rejected']} | "
+              f"{seconds_per_round:.3f} s/round | eta "
+              f"{_format_eta(seconds_per_round * (num_rounds - done))}")
+        if is_ckpt:
+          ckpt.save(done, state)
+          saved = done
+  except KeyboardInterrupt:
+    raise Interrupted(done, saved) from None
+  finally:
+    if ckpt is not None:
+      ckpt.close()
 
   summary = _summary(config, exp, state, rows, start_round, t_start)
   reporting.write_json(os.path.join(out_dir, "summary.json"), summary,

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 
 from robustfl_jax.experiments import reporting
+from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.experiments.builders import (aggregator_names, attack_names,
                                                check_choice)
 from robustfl_jax.experiments.runner import train
@@ -74,7 +75,8 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str, *,
               attacks: Sequence[str] = ATTACKS,
               aggregators: Sequence[str] = AGGREGATORS,
               num_byzantine: Sequence[int] = NUM_BYZANTINE,
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print,
+              fresh: bool = False) -> list[dict]:
   """Runs the grid and writes ``results.jsonl``, ``sweep.md``, ``sweep.png``.
 
   Args:
@@ -85,6 +87,8 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str, *,
     num_byzantine: numbers of Byzantine clients (``attack.num_byzantine``;
       whole numbers or their strings).
     log: progress sink, one line per cell and the table at the end.
+    fresh: move what ``workdir`` holds to ``previous/<date-time>/`` and
+      start anew (a directory of another experiment is refused otherwise).
 
   Returns:
     The rows of ``results.jsonl``, in the order f, attack, rule.
@@ -94,7 +98,7 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str, *,
       (a cell whose config cannot work is a row with an ``error``).
   """
   fs = _check_grid(attacks, aggregators, num_byzantine)
-  os.makedirs(workdir, exist_ok=True)
+  workdir_lib.prepare(workdir, base_config, kind="sweep", fresh=fresh, log=log)
   total = len(attacks) * len(aggregators) * len(fs)
   rows, t0 = [], time.time()
   jsonl = os.path.join(workdir, "results.jsonl")

@@ -46,7 +46,7 @@ def test_corrupt_latest_is_skipped_with_warning(tmp_path):
     if os.path.isfile(path) and "METADATA" not in path:
       with open(path, "wb") as f:
         f.write(b"\x00garbage")
-  with pytest.warns(RuntimeWarning, match="step 2 .* unreadable"):
+  with pytest.warns(RuntimeWarning, match="step 2 .* has a changed file"):
     restored, step = Checkpointer(str(tmp_path)).restore_latest(_state(0, 0.0))
   assert step == 1
   np.testing.assert_array_equal(restored.params["w"], _state(1, 0.0).params["w"])
