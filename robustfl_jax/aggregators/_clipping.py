@@ -27,7 +27,7 @@ def mark_excluded(updates: Array, valid: Array) -> Array:
   return jnp.where(valid[:, None], updates, jnp.asarray(jnp.nan, updates.dtype))
 
 
-@register_pre_aggregator("clip_by_norm")
+@register_pre_aggregator("clip_by_norm", row_wise=True)
 def clip_by_norm(updates: Array, max_norm: float, mask: Optional[Array] = None) -> Array:
   """Pre-aggregator: scales each row to L2 norm at most ``max_norm``.
 
@@ -41,7 +41,7 @@ def clip_by_norm(updates: Array, max_norm: float, mask: Optional[Array] = None) 
     ``[n, d]``: ``u_i * min(1, max_norm / |u_i|)``; zero rows stay zero;
     non-finite rows stay non-finite (excluded downstream).
   """
-  base.check_updates(updates, "clip_by_norm")
+  updates = base.as_updates(updates, "clip_by_norm")
   if not max_norm >= 0:
     raise ValueError(f"clip_by_norm: max_norm must be >= 0; got {max_norm}.")
   valid = base.valid_rows(updates, mask)
@@ -56,7 +56,7 @@ def check_arc(n: int, num_byzantine) -> int:
   return f
 
 
-@register_pre_aggregator("arc", rows_check=check_arc)
+@register_pre_aggregator("arc", rows_check=check_arc, row_wise=True)
 def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Array:
   """Adaptive Robust Clipping (ARC), a pre-aggregator (Allouah et al. 2025).
 
@@ -83,7 +83,7 @@ def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
     Allouah, Guerraoui, Gupta, Pinot, Rizk, "Boosting Robustness by Clipping
     Gradients in Distributed Learning", ICLR 2025 (arXiv:2405.14432).
   """
-  base.check_updates(updates, "arc")
+  updates = base.as_updates(updates, "arc")
   n = updates.shape[0]
   f = check_arc(n, num_byzantine)
   num_clipped = int((2 * f * (n - f)) // n)
@@ -97,7 +97,7 @@ def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
 
 
 def _centered_clipping(updates, center=None, radius=10.0, num_iters=1, mask=None):
-  base.check_updates(updates, "centered_clipping")
+  updates = base.as_updates(updates, "centered_clipping")
   num_iters = base.check_int(num_iters, "num_iters", "centered_clipping", minimum=1)
   if not radius > 0:
     raise ValueError(f"centered_clipping: radius must be > 0; got {radius}.")

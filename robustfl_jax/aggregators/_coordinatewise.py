@@ -78,7 +78,7 @@ def _sum_rows(values: Array, valid: Array, fn, method: str):
 
 @register_rule("mean")
 def _mean(updates, weights=None, mask=None):
-  base.check_updates(updates, "mean")
+  updates = base.as_updates(updates, "mean")
   n = updates.shape[0]
   dtype = base.compute_dtype(updates.dtype)
   w = jnp.ones((n,), dtype) if weights is None else jnp.asarray(weights, dtype)
@@ -171,7 +171,7 @@ def _weighted_median(updates: Array, weights: Array, valid: Array) -> Array:
 
 @register_rule("coordinate_median", aliases=("median",))
 def _coordinate_median(updates, weights=None, mask=None, method: str = "auto"):
-  base.check_updates(updates, "coordinate_median")
+  updates = base.as_updates(updates, "coordinate_median")
   valid = base.valid_rows(updates, mask)
   if weights is None:
     return _median_from_valid(updates, valid, method), {}
@@ -264,7 +264,7 @@ def check_trimmed_mean(n: int, num_trim) -> int:
 @register_rule("trimmed_mean", rows_check=check_trimmed_mean)
 def _trimmed_mean(updates, num_trim: int, weights=None, mask=None,
                   method: str = "auto"):
-  base.check_updates(updates, "trimmed_mean")
+  updates = base.as_updates(updates, "trimmed_mean")
   num_trim = check_trimmed_mean(updates.shape[0], num_trim)
   valid = base.valid_rows(updates, mask)
   if weights is None:
@@ -360,7 +360,7 @@ def check_meamed(n: int, num_byzantine) -> int:
 
 @register_rule("meamed", rows_check=check_meamed)
 def _meamed(updates, num_byzantine: int, mask=None, method: str = "auto"):
-  base.check_updates(updates, "meamed")
+  updates = base.as_updates(updates, "meamed")
   f = check_meamed(updates.shape[0], num_byzantine)
   valid = base.valid_rows(updates, mask)
   med = _median_from_valid(updates, valid, method)

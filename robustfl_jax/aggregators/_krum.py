@@ -43,7 +43,7 @@ def pairwise_sq_distances(updates: Array) -> Array:
   norms (below ~1e-3 relative) imprecise; centre the rows first if they are
   far from the origin and close to each other.
   """
-  base.check_updates(updates, "pairwise_sq_distances")
+  updates = base.as_updates(updates, "pairwise_sq_distances")
   return _gram_distances(updates)[0]
 
 
@@ -124,7 +124,7 @@ def _best(scores: Array, candidates: Array, distances: Array) -> Array:
 
 @register_rule("krum", rows_check=check_krum)
 def _krum(updates, num_byzantine: int, mask=None):
-  base.check_updates(updates, "krum")
+  updates = base.as_updates(updates, "krum")
   n = updates.shape[0]
   f = check_krum(n, num_byzantine)
   dist, valid = _masked_distances(updates, mask)
@@ -187,7 +187,7 @@ def _check_multi_krum_rows(n: int, num_byzantine, num_selected=None) -> None:
 @register_rule("multi_krum", rows_check=_check_multi_krum_rows)
 def _multi_krum(updates, num_byzantine: int, num_selected: Optional[int] = None,
                 mask=None):
-  base.check_updates(updates, "multi_krum")
+  updates = base.as_updates(updates, "multi_krum")
   n = updates.shape[0]
   if num_selected is None:
     num_selected = n - num_byzantine
@@ -239,7 +239,7 @@ def check_bulyan(n: int, num_byzantine) -> int:
 
 @register_rule("bulyan", rows_check=check_bulyan)
 def _bulyan(updates, num_byzantine: int, mask=None, method: str = "auto"):
-  base.check_updates(updates, "bulyan")
+  updates = base.as_updates(updates, "bulyan")
   n = updates.shape[0]
   f = check_bulyan(n, num_byzantine)
   dist, valid = _masked_distances(updates, mask)
@@ -258,9 +258,13 @@ def _bulyan(updates, num_byzantine: int, mask=None, method: str = "auto"):
 
   init = (jnp.ones((n,), bool), jnp.zeros((n,), bool))
   _, selected = lax.fori_loop(0, num_select, pick, init)
-  med = _median_from_valid(updates, selected, method)
-  out = mean_of_nearest(updates, selected, med, num_keep=beta, method=method)
-  return out, {"selected": selected}
+  # The coordinate phase compares distances to the median: in bfloat16 their
+  # rounding picks other values than float32 would (up to 0.27 apart,
+  # measured), so low-precision input is computed in float32.
+  x = updates.astype(base.compute_dtype(updates.dtype))
+  med = _median_from_valid(x, selected, method)
+  out = mean_of_nearest(x, selected, med, num_keep=beta, method=method)
+  return out.astype(updates.dtype), {"selected": selected}
 
 
 def bulyan(updates: Array, num_byzantine: int, mask: Optional[Array] = None,

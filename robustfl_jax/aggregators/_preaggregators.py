@@ -57,7 +57,7 @@ def nnm(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
     Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan, "Fixing by Mixing:
     A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023.
   """
-  base.check_updates(updates, "nnm")
+  updates = base.as_updates(updates, "nnm")
   n = updates.shape[0]
   f = check_nnm(n, num_byzantine)
   valid = base.valid_rows(updates, mask)
@@ -111,7 +111,7 @@ def bucketing(key: Array, updates: Array, bucket_size: int,
     Karimireddy, He, Jaggi, "Byzantine-Robust Learning on Heterogeneous
     Datasets via Bucketing", ICLR 2022.
   """
-  base.check_updates(updates, "bucketing")
+  updates = base.as_updates(updates, "bucketing")
   n = updates.shape[0]
   s = base.check_int(bucket_size, "bucket_size", "bucketing", minimum=1)
   num_buckets = -(-n // s)

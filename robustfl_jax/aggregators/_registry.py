@@ -83,7 +83,8 @@ def register(name: str, factory: Optional[Callable] = None, *,
 
 def register_pre_aggregator(name: str, fn: Optional[Callable] = None, *,
                             skip: int = 1, rows_check: Optional[Callable] = None,
-                            rows_after: Optional[Callable] = None):
+                            rows_after: Optional[Callable] = None,
+                            row_wise: bool = False):
   """Registers a pre-aggregator ``fn(updates, *, **hparams, mask=None)``.
 
   Args:
@@ -94,9 +95,11 @@ def register_pre_aggregator(name: str, fn: Optional[Callable] = None, *,
     rows_check: optional ``rows_check(n, **hparams)``.
     rows_after: optional ``rows_after(n, **hparams) -> n'`` when the output
       has another number of rows.
+    row_wise: each output row depends only on the same input row (scaling,
+      clipping), so the rule's selection still describes the clients.
   """
   return PRE_AGGREGATORS.register(name, fn, skip=skip, rows_check=rows_check,
-                                  rows_after=rows_after)
+                                  rows_after=rows_after, row_wise=row_wise)
 
 
 def names() -> list[str]:
@@ -158,6 +161,7 @@ class _Stage:
     self.takes_key = entry.skip == 2
     self.rows_check = entry.meta.get("rows_check")
     self.rows_after = entry.meta.get("rows_after")
+    self.row_wise = entry.meta.get("row_wise", False)
 
   def check(self, n: int) -> int:
     if self.rows_check is not None:
@@ -221,7 +225,10 @@ def get(name: str, *,
     ``Aggregator(init, update)`` with ``update(updates, state, *, key=None,
     mask=None, weights=None, **context) -> (aggregate, state, info)``;
     ``info`` always holds ``rejected``, ``num_rejected`` and
-    ``num_nonfinite`` (rows masked or non-finite at the input).
+    ``num_nonfinite`` (rows masked or non-finite at the input), and
+    ``excluded`` / ``num_excluded`` (rows with zero weight in the aggregate:
+    rejected, unselected or weighted 0; after a pre-aggregator that mixes
+    rows, the rejected ones).
 
   Raises:
     ValueError: unknown name or hyper-parameter (the message lists the
@@ -252,7 +259,7 @@ def get(name: str, *,
     check(int(num_clients))
 
   def update(updates, state, *, key=None, mask=None, weights=None, **context):
-    base.check_updates(updates, name)
+    updates = base.as_updates(updates, name)
     check(updates.shape[0])
     finite = base.valid_rows(updates)
     mask = base.check_mask(mask, updates.shape[0])
@@ -274,7 +281,10 @@ def get(name: str, *,
       if k in info:
         continue  # the input's own row accounting above is the reference
       info[k if same_rows else f"bucket_{k}"] = v
-    return out, state, info
+    # A selection among mixed rows says nothing about a client's weight.
+    rows_kept = all(stage.row_wise for stage in stages)
+    return out, state, base.with_exclusion(info, valid,
+                                           use_selection=rows_kept)
 
   return base.Aggregator(inner.init, update)
 

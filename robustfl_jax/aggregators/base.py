@@ -17,6 +17,7 @@ state, info)``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -35,8 +36,10 @@ class Aggregator(NamedTuple):
     update: ``update(updates, state, *, key=None, mask=None, **context) ->
       (aggregate, state, info)``. ``info`` is a dict of arrays to log: always
       ``rejected`` (``bool[n]``, rows excluded by the mask or non-finite),
-      ``num_rejected`` and ``num_nonfinite``; rules that select or weight rows
-      add ``selected`` (``bool[n]``) and ``weights`` (``f32[n]``).
+      ``num_rejected`` and ``num_nonfinite``, and ``excluded`` /
+      ``num_excluded`` (rows with zero weight in the aggregate, see
+      :func:`with_exclusion`); rules that select or weight rows add
+      ``selected`` (``bool[n]``) and ``weights`` (``f32[n]``).
   """
 
   init: Callable[[Any], Any]
@@ -59,6 +62,22 @@ def check_updates(updates: Array, rule: str) -> None:
   if not jnp.issubdtype(updates.dtype, jnp.floating):
     raise ValueError(
         f"{rule} expects floating-point updates; got dtype {updates.dtype}.")
+
+
+def as_updates(updates: Any, rule: str) -> Array:
+  """``updates`` as a JAX array, checked by :func:`check_updates`.
+
+  NumPy input is converted once, so float64 arrays become float32 when
+  64-bit mode is off (JAX's default) without a warning from every later
+  operation; a call with a float64 array under ``jax.enable_x64`` is
+  computed in float64.
+  """
+  if not isinstance(updates, jax.Array):
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message="Explicitly requested dtype")
+      updates = jnp.asarray(updates)
+  check_updates(updates, rule)
+  return updates
 
 
 def check_int(value: Any, name: str, rule: str, minimum: int = 0) -> int:
@@ -105,6 +124,34 @@ def base_info(finite: Array, valid: Array) -> Info:
   }
 
 
+def with_exclusion(info: Info, valid: Array, *, use_selection: bool = True
+                   ) -> Info:
+  """Adds ``excluded`` (``bool[n]``) and ``num_excluded`` to ``info``.
+
+  One meaning everywhere: a row is *excluded* when it gets zero weight in
+  the aggregate: masked or non-finite (``rejected``), not selected (Krum,
+  Multi-Krum, Bulyan's selection, a behaviour filter), or given weight 0
+  (FLTrust's zero trust, Romoa). Being trimmed from some coordinates does
+  not count: the row still enters the others.
+
+  Args:
+    info: the rule's info; its ``selected`` and ``weights`` are read.
+    valid: ``bool[n]`` rows that were finite and not masked.
+    use_selection: False when ``selected``/``weights`` describe other rows
+      than the clients (after a pre-aggregator mixed them).
+  """
+  excluded = ~valid
+  if use_selection:
+    if "selected" in info and info["selected"].shape == valid.shape:
+      excluded = excluded | ~info["selected"]
+    if "weights" in info and info["weights"].shape == valid.shape:
+      excluded = excluded | (info["weights"] == 0)
+  info = dict(info)
+  info["excluded"] = excluded
+  info["num_excluded"] = jnp.sum(excluded).astype(jnp.int32)
+  return info
+
+
 def compute_dtype(dtype) -> jnp.dtype:
   """Accumulation dtype: at least float32 (bfloat16/float16 are upcast)."""
   return jnp.promote_types(dtype, jnp.float32)
@@ -122,6 +169,6 @@ def row_norms(values: Array) -> Array:
   float32; clipping factors ``radius / norm`` then stay exact.
   """
   v = values.astype(compute_dtype(values.dtype))
-  scale = jnp.max(jnp.abs(v), axis=1)
+  scale = jnp.max(jnp.abs(v), axis=1, initial=0)
   safe = jnp.where(scale > 0, scale, 1)
   return scale * jnp.sqrt(jnp.sum(jnp.square(v / safe[:, None]), axis=1))

@@ -413,7 +413,10 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
   def update(updates, state, *, key=None, mask=None, weights=None,
              global_params=None, lookahead_step=None, **context):
     del key, weights, context
-    base.check_updates(updates, "romoa")
+    updates = base.as_updates(updates, "romoa")
+    if updates.shape[1] == 0:
+      raise ValueError("romoa needs at least one parameter (its selection, "
+                       "eq. 4, ranks them); got d=0.")
     n, d = updates.shape
     if state.factors.shape[0] == 0 and state.factors.shape[1] == d:
       state = _fresh_state(n, d)

@@ -76,8 +76,9 @@ def fltrust_aggregate(updates: Array, server_update: Array,
   total = jnp.sum(trust)
   weights = jnp.where(total > 0, trust / jnp.where(total > 0, total, 1), 0.0)
   aggregate = (weights * scale) @ rows
-  info = {"trust": trust, "weights": weights, "selected": trust > 0,
-          **base.base_info(finite, valid)}
+  info = base.with_exclusion({"trust": trust, "weights": weights,
+                              "selected": trust > 0,
+                              **base.base_info(finite, valid)}, valid)
   return aggregate.astype(updates.dtype), info
 
 

@@ -189,9 +189,10 @@ def gan_filter(apply_fn: Callable, params_template: Any,
     count = jnp.sum(kept)
     weights = kept.astype(jnp.float32) / jnp.maximum(count, 1)
     aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
-    info = {"scores": scores, "selected": kept, "weights": weights,
-            **base.base_info(finite, valid),
-            "global_score": ref[2]}
+    info = base.with_exclusion({"scores": scores, "selected": kept,
+                                "weights": weights,
+                                **base.base_info(finite, valid),
+                                "global_score": ref[2]}, valid)
     return aggregate, state, info
 
   return Aggregator(init, update)

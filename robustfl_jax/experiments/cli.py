@@ -182,7 +182,7 @@ def training_report(result: RunResult) -> str:
   s = result.summary
   rows = [(r["round"], reporting.fmt(r.get("test_accuracy"), ".4f"),
            reporting.fmt(r.get("test_loss"), ".4f"),
-           reporting.fmt(r.get("train_loss"), ".4f"), r.get("num_rejected"))
+           reporting.fmt(r.get("train_loss"), ".4f"), r.get("num_excluded"))
           for r in result.history]
   c = s["config"]
   lines = [
@@ -195,7 +195,7 @@ def training_report(result: RunResult) -> str:
       f"wall time {s['wall_time_s']:.1f} s; params sha256 "
       f"`{s['params_sha256'][:16]}...`.", "",
       reporting.markdown_table(
-          ("round", "test accuracy", "test loss", "train loss", "rejected"),
+          ("round", "test accuracy", "test loss", "train loss", "excluded"),
           rows)]
   return "\n".join(lines)
 

@@ -23,7 +23,7 @@ Writes to the work directory:
   ``data``, ``accuracy`` (final test accuracy), ``target_accuracy`` (test
   accuracy on class ``attack.source``, the one the validation-evading
   adversary poisons), ``honest_excluded`` (mean over rounds of the fraction
-  of honest clients the rule rejected or did not select),
+  of honest clients the rule excluded: gave zero weight),
   ``byzantine_excluded``, ``honest_excluded_last_round``,
   ``per_class_accuracy``, per-round exclusion rates, ``skipped_rounds``,
   ``seconds`` and, for the behaviour-based defenses,

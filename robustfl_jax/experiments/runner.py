@@ -5,7 +5,10 @@ Writes into a work directory:
 * ``config.json``: the resolved config;
 * ``metrics.jsonl``: one JSON object per evaluation (``round``,
   ``test_accuracy``, ``test_loss``, ``test_error_rate``, ``per_class_accuracy``,
-  ``train_loss``, ``num_rejected``, ``flagged_clients``, ``tpr``, ``fpr``,
+  ``train_loss`` (null when every client is Byzantine), ``num_excluded``
+  (clients given zero weight: masked, non-finite, unselected or weighted 0),
+  ``num_rejected`` (masked or non-finite among them), ``flagged_clients``
+  (the excluded ones), ``tpr``, ``fpr``,
   ``skipped``, and with targeted or backdoor attacks
   ``targeted_flip_rate``, ``targeted_confidence``, ``backdoor_success``);
 * ``summary.json``: ``final_test_accuracy``, ``final_test_loss``,
@@ -50,8 +53,8 @@ from robustfl_jax.experiments.builders import (Experiment, build_experiment,
                                                validate_config)
 from robustfl_jax.fl.server import ServerState, params_sha256
 
-_ROUND_FIELDS = ("train_loss", "num_rejected", "num_nonfinite", "tpr", "fpr",
-                 "skipped", "update_norm")
+_ROUND_FIELDS = ("train_loss", "num_excluded", "num_rejected",
+                 "num_nonfinite", "tpr", "fpr", "skipped", "update_norm")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -272,7 +275,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
             log(f"warning: non-finite test loss at round {done}")
           log(f"round {done}/{num_rounds} | test_acc {row['test_accuracy']:.4f}"
               f" | test_loss {_fmt(row['test_loss'])} | train_loss "
-              f"{_fmt(row['train_loss'])} | rejected {row['num_rejected']} | "
+              f"{_fmt(row['train_loss'])} | excluded {row['num_excluded']} | "
               f"{seconds_per_round:.3f} s/round | eta "
               f"{_format_eta(seconds_per_round * (num_rounds - done))}")
         if is_ckpt:

@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import optax
 
 from robustfl_jax.attacks import as_attack
-from robustfl_jax.fl.round import (apply_aggregate, make_client_training,
-                                   round_key, round_metrics)
+from robustfl_jax.fl.round import (apply_aggregate, excluded_rows,
+                                   make_client_training, round_key,
+                                   round_metrics)
 from robustfl_jax.fl.server import FederatedData, ServerState, init_server_state
 
 Array = jax.Array
@@ -204,11 +205,9 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     models = models - moving_rate * (models - new_bar[None, :].astype(
         jnp.float32))
 
-    flagged = info["rejected"]
-    if "selected" in info:
-      flagged = flagged | ~info["selected"]
     metrics = round_metrics(jnp.mean(losses, axis=0), byzantine, aggregate,
-                            finite, flagged, info["num_nonfinite"])
+                            finite, excluded_rows(info), info["rejected"],
+                            info["num_nonfinite"])
     if "factor_mean" in info:
       metrics["factor_mean"] = info["factor_mean"]
     if "weights" in info:

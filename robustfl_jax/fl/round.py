@@ -125,21 +125,41 @@ def apply_aggregate(server_optimizer: optax.GradientTransformation,
           jax.tree.map(keep, new_opt_state, opt_state), aggregate, finite)
 
 
+def excluded_rows(info: dict) -> Array:
+  """The rows a rule gave zero weight (``info["excluded"]``; rules written
+  before it existed: rejected or not selected)."""
+  if "excluded" in info:
+    return info["excluded"]
+  out = info["rejected"]
+  if "selected" in info:
+    out = out | ~info["selected"]
+  return out
+
+
 def round_metrics(losses: Array, byzantine: Array, aggregate: Array,
-                  finite: Array, flagged: Array, num_nonfinite: Array) -> dict:
+                  finite: Array, flagged: Array, rejected: Array,
+                  num_nonfinite: Array) -> dict:
   """The per-round metrics every protocol reports.
 
-  ``train_loss`` is the mean local loss of the honest clients; ``flagged``
-  (``bool[C]``, excluded by a scorer or the rule) is scored against the real
-  Byzantine set by :func:`robustfl_jax.fl.metrics.detection_rates`.
+  ``train_loss`` is the mean local loss of the honest clients (NaN, written
+  as null, when every client is Byzantine: it is undefined). ``flagged``
+  (``bool[C]``) are the clients *excluded*: given zero weight in the
+  aggregate by a scorer or the rule (``info["excluded"]``); they are scored
+  against the real Byzantine set by
+  :func:`robustfl_jax.fl.metrics.detection_rates` and counted as
+  ``num_excluded``. ``num_rejected`` counts the masked or non-finite ones
+  among them (``rejected``), as the rules' ``info`` does.
   """
   honest = (~byzantine).astype(jnp.float32)
+  num_honest = jnp.sum(honest)
+  train_loss = (jnp.sum(jnp.where(byzantine, 0.0, losses))
+                / jnp.maximum(num_honest, 1.0))
   return {
-      "train_loss": jnp.sum(jnp.where(byzantine, 0.0, losses))
-                    / jnp.maximum(jnp.sum(honest), 1.0),
+      "train_loss": jnp.where(num_honest > 0, train_loss, jnp.nan),
       "update_norm": jnp.linalg.norm(aggregate),
       "skipped": ~finite,
-      "num_rejected": jnp.sum(flagged).astype(jnp.int32),
+      "num_excluded": jnp.sum(flagged).astype(jnp.int32),
+      "num_rejected": jnp.sum(rejected).astype(jnp.int32),
       "num_nonfinite": num_nonfinite,
       "flagged": flagged,
       **detection_rates(flagged, byzantine),
@@ -248,14 +268,13 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     aggregate, agg_state, info = aggregator.update(
         updates, state.aggregator_state, key=agg_key, mask=mask,
         global_params=global_flat, round=state.round)
-    flagged = flagged | info["rejected"]
-    if "selected" in info:
-      flagged = flagged | ~info["selected"]
+    rejected = flagged | info["rejected"]
+    flagged = rejected | excluded_rows(info)
 
     new_params, opt_state, aggregate, finite = apply_aggregate(
         server_optimizer, unravel, state.params, state.opt_state, aggregate)
     metrics = round_metrics(losses, byzantine, aggregate, finite, flagged,
-                            info["num_nonfinite"])
+                            rejected, info["num_nonfinite"])
     new_state = state.replace(params=new_params, opt_state=opt_state,
                               aggregator_state=agg_state,
                               client_state=client_state,
