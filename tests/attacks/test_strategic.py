@@ -68,7 +68,8 @@ def test_differentiable_median_and_trimmed_mean_match_the_library(n):
 def test_differentiable_geometric_median_matches_the_library():
   updates, _ = _example(3)
   ours = agg.differentiable_rule("geometric_median", max_iter=200)(updates)
-  np.testing.assert_allclose(ours, agg.geometric_median(updates, ftol=1e-10, max_iter=500),
+  np.testing.assert_allclose(ours, agg.geometric_median(updates, ftol=1e-10, max_iter=500,
+                                                       init="mean"),
                              atol=1e-4)
   with pytest.raises(ValueError, match="no differentiable form of rule"):
     agg.differentiable_rule("fltrust")

@@ -111,6 +111,7 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
     if publish:
       log(f"[{suite}] published " + reporting.publish(
           f"benchmark_{suite}", markdown, command=cli.command_line(),
-          headline=None))
+          headline=(module.headline(result) if hasattr(module, "headline")
+                    else None)))
     reports[suite] = report
   return reports

@@ -190,3 +190,13 @@ def to_markdown(result: dict) -> str:
       f"{r['rule']}@{r['n']}x{r['d']}={r['compile_s']:.1f}" for r in result["rows"]
       if (r["n"], r["d"]) == shapes[-1])]
   return "\n".join(lines)
+
+
+def headline(result: dict) -> str:
+  """One line for the README: speed-ups at the largest shape measured."""
+  rows = result["rows"]
+  n, d = max(((r["n"], r["d"]) for r in rows), key=lambda s: s[0] * s[1])
+  picks = [r for r in rows if (r["n"], r["d"]) == (n, d)
+           and r["rule"] in ("coordinate_median", "trimmed_mean", "krum")]
+  return (f"at n={n}, d={d}: " + ", ".join(
+      f"{r['rule']} {r['speedup']:.1f}x" for r in picks) + " NumPy's speed")
