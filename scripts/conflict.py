@@ -16,31 +16,22 @@ One program is compiled per defense and reused for all adversaries (see
 
 import os
 
-from absl import flags
-
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import conflict
 from robustfl_jax.experiments import reporting
 
 _CONFIG = cli.define_config("conflict.py", "Conflict experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", os.path.join("runs", "conflict"),
-                               "Output folder.")
-_FRESH = flags.DEFINE_bool(
-    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
-    "and start anew.")
-_PUBLISH = flags.DEFINE_bool(
-    "publish", False, "Write docs/results/conflict.md and the README headline "
-    "from this run.")
+_OUT = cli.define_output_flags("runs/conflict")
 
 
 def main(argv):
   cli.no_extra_arguments(argv)
-  workdir = _WORKDIR.value
+  workdir = cli.default_workdir(_OUT.workdir.value, "conflict")
 
   def run():
     result = conflict.run_conflict(cli.load(_CONFIG), workdir, log=cli.say,
-                                   fresh=_FRESH.value)
-    if _PUBLISH.value:
+                                   fresh=_OUT.fresh.value)
+    if _OUT.publish.value:
       plots = ["conflict.png"] + (["gan_samples.png"] if result.gan else [])
       reporting.publish("conflict", conflict.report(result),
                         command=cli.command_line(),

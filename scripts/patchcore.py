@@ -15,30 +15,23 @@ Outputs in ``--workdir`` (default ``runs/<config file name>``): ``results.json``
 
 import os
 
-from absl import flags
-
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import patchcore
 from robustfl_jax.experiments import reporting
 
 _CONFIG = cli.define_config(None, "Experiment config file (configs/patchcore_*.py).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder; default runs/<config file name>.")
-_FRESH = flags.DEFINE_bool(
-    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
-    "and start anew.")
-_PUBLISH = flags.DEFINE_bool(
-    "publish", False, "Write docs/results/<config name>.md and the README headline from this run.")
+_OUT = cli.define_output_flags()
 
 
 def main(argv):
   cli.no_extra_arguments(argv)
   config_path = _CONFIG.value
-  workdir = cli.default_workdir(_WORKDIR.value, config_path)
+  workdir = cli.default_workdir(_OUT.workdir.value, config_path)
 
   def run():
     results = patchcore.run(cli.load(_CONFIG), workdir, log=cli.say,
-                            fresh=_FRESH.value)
-    if _PUBLISH.value:
+                            fresh=_OUT.fresh.value)
+    if _OUT.publish.value:
       path = reporting.publish(
         cli.config_name(config_path), patchcore.markdown(results),
         command=cli.command_line(), headline=patchcore.headline(results),

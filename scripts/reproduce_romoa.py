@@ -20,33 +20,24 @@ headline figure.
 
 import os
 
-from absl import flags
-
 from robustfl_jax.experiments import cli
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import romoa_tables
 
 _CONFIG = cli.define_config(None, "configs/romoa_table1.py or configs/romoa_table2.py.")
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Output folder; default runs/<config name>.")
-_FRESH = flags.DEFINE_bool(
-    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
-    "and start anew.")
-_PUBLISH = flags.DEFINE_bool(
-    "publish", False, "Write docs/results/<config name>.md and the README "
-    "headline from this run.")
+_OUT = cli.define_output_flags()
 
 
 def main(argv):
   cli.no_extra_arguments(argv)
   config_path = _CONFIG.value
-  workdir = cli.default_workdir(_WORKDIR.value, config_path)
+  workdir = cli.default_workdir(_OUT.workdir.value, config_path)
 
   def run():
     base = cli.load(_CONFIG)
     rows = romoa_tables.run_romoa_tables(base, workdir, log=cli.say,
-                                         fresh=_FRESH.value)
-    if _PUBLISH.value:
+                                         fresh=_OUT.fresh.value)
+    if _OUT.publish.value:
       reporting.publish(
           cli.config_name(config_path), romoa_tables.markdown(rows, base),
           command=cli.command_line(),

@@ -31,27 +31,20 @@ _AGGREGATORS = flags.DEFINE_list("aggregators", list(sweep.AGGREGATORS),
 _NUM_BYZANTINE = flags.DEFINE_list(
     "num_byzantine", [str(f) for f in sweep.NUM_BYZANTINE],
     "Numbers of Byzantine clients.")
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Output folder; default runs/sweep.")
-_FRESH = flags.DEFINE_bool(
-    "fresh", False, "Move what --workdir holds to <workdir>/previous/<date-time>/ "
-    "and start anew.")
-_PUBLISH = flags.DEFINE_bool(
-    "publish", False, "Write docs/results/sweep.md and the README headline "
-    "from this run.")
+_OUT = cli.define_output_flags("runs/sweep")
 
 
 def main(argv):
   cli.no_extra_arguments(argv)
-  workdir = cli.default_workdir(_WORKDIR.value, "sweep")
+  workdir = cli.default_workdir(_OUT.workdir.value, "sweep")
 
   def run():
     base = cli.load(_CONFIG)
     rows = sweep.run_sweep(base, workdir, attacks=_ATTACKS.value,
                            aggregators=_AGGREGATORS.value,
                            num_byzantine=_NUM_BYZANTINE.value, log=cli.say,
-                           fresh=_FRESH.value)
-    if _PUBLISH.value:
+                           fresh=_OUT.fresh.value)
+    if _OUT.publish.value:
       reporting.publish("sweep", sweep.markdown(rows, base),
                         command=cli.command_line(), headline=sweep.headline(rows),
                         files=[os.path.join(workdir, "sweep.png")])

@@ -20,18 +20,11 @@ from absl import flags
 from robustfl_jax.experiments import cli
 
 _CONFIG = cli.define_config()
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output folder; default runs/<config file name>.")
-_FRESH = flags.DEFINE_bool(
-    "fresh", False, "Move what --workdir holds to <workdir>/previous/"
-    "<date-time>/ and start anew.")
+_OUT = cli.define_output_flags()
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
     "Multi-host run: call jax.distributed.initialize (coordinator from the "
     "environment) before building the mesh over all hosts' devices.")
-_PUBLISH = flags.DEFINE_bool(
-    "publish", False, "Write docs/results/<config name>.md and the README "
-    "headline from this run.")
 
 
 def main(argv):
@@ -40,8 +33,8 @@ def main(argv):
     from robustfl_jax import distributed  # pylint: disable=import-outside-toplevel
     distributed.initialize(force=True)
   return cli.train_main(_CONFIG, config_path=_CONFIG.value,
-                        workdir=_WORKDIR.value, publish=_PUBLISH.value,
-                        fresh=_FRESH.value)
+                        workdir=_OUT.workdir.value, publish=_OUT.publish.value,
+                        fresh=_OUT.fresh.value)
 
 
 if __name__ == "__main__":

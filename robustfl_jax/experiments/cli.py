@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from absl import app
 from absl import flags
@@ -43,8 +43,42 @@ def define_config(default: Optional[str] = None,
                   name: str = "config") -> flags.FlagHolder:
   """``--config=<file>``; its ``--config.<field>=<value>`` overrides are
   collected by :func:`run` and applied by :func:`load`."""
-  return flags.DEFINE_string(name, default, help_text + " Override fields "
-                             f"with --{name}.<field>=<value>.")
+  return flags.DEFINE_string(
+      name, default, help_text + f" Override fields with --{name}.<field>="
+      "<value>.", module_name=_caller_module())
+
+
+def _caller_module() -> str:
+  """The module name absl lists a flag under: the script that defines it
+  (absl names the main module by its path)."""
+  name = sys._getframe(2).f_globals["__name__"]  # pylint: disable=protected-access
+  return sys.argv[0] if name == "__main__" else name
+
+
+class OutputFlags(NamedTuple):
+  """``--workdir``, ``--fresh`` and ``--publish``, which every experiment
+  script takes."""
+
+  workdir: flags.FlagHolder
+  fresh: flags.FlagHolder
+  publish: flags.FlagHolder
+
+
+def define_output_flags(default_workdir: str = "runs/<config file name>"
+                        ) -> OutputFlags:
+  """Defines ``--workdir``, ``--fresh`` and ``--publish`` (shown in the
+  calling script's ``--help``)."""
+  module = _caller_module()
+  return OutputFlags(
+      flags.DEFINE_string("workdir", None,
+                          f"Output folder; default {default_workdir}.",
+                          module_name=module),
+      flags.DEFINE_bool("fresh", False, "Move what --workdir holds to "
+                        "<workdir>/previous/<date-time>/ and start anew.",
+                        module_name=module),
+      flags.DEFINE_bool("publish", False, "Write docs/results/<name>.md and "
+                        "the README's headline figure from this run.",
+                        module_name=module))
 
 
 def load(holder: flags.FlagHolder):
