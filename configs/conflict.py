@@ -16,8 +16,8 @@ gan_samples.png, gan.json, meta.json}``; ``--publish`` also writes
 ``docs/results/conflict.md``. The grid runs in
 :func:`robustfl_jax.experiments.conflict.run_conflict`.
 
-Result (measured on the shared 2-core CPU: 4 min 18 s wall, 263 s CPU, one
-program compiled per defense): final test accuracy without attack / under the
+Result (measured on the shared 2-core CPU; one program compiled per
+defense): final test accuracy without attack / under the
 distance-bounded adversary, iid | Dirichlet 0.1 | one label:
 
   mean         0.931 / 0.902 | 0.904 / 0.287 | 0.853 / 0.140

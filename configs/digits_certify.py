@@ -18,7 +18,8 @@ Writes ``runs/digits_certify/{certify.json, certify.md, certify.png}`` and one
 training work directory per sigma (``sigma_0.25/`` ...; rerunning loads the
 trained models from their checkpoints instead of training again).
 
-Headline (all 450 test points, 527 s on a shared 2-core CPU): with sigma =
+Headline (all 450 test points; 217 s wall on the 2-core CPU, shared, load
+average 3.5): with sigma =
 0.25, certified accuracy 0.907 at radius 0 and 0.558 at radius 0.5.
 ``--publish`` writes the full table (sigma 0.25, 0.5, 1.0; radii 0 to 2) to
 ``docs/results/digits_certify.md``.

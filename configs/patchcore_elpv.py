@@ -11,7 +11,7 @@ cells, 256-dim patch features from EfficientNet-Lite0 stages 3 and 5 (a
 is the full-size run for accelerators.
 
 Headline (README): centralised image AUROC 0.801 (0.882 on p = 1 defects);
-synthetic defects pixel AUROC 0.992, AUPRO@0.3 0.965; about 5 minutes.
+synthetic defects pixel AUROC 0.992, AUPRO@0.3 0.965; 245 s wall on the shared 2-core CPU.
 Adding ``--publish`` writes the whole table to docs/results/patchcore_elpv.md
 and this figure to the README.
 """
