@@ -5,7 +5,7 @@ Command::
   python scripts/reproduce_romoa.py --config=configs/romoa_table2.py
   # the moving rate gamma, which the paper does not give, matters:
   python scripts/reproduce_romoa.py --config=configs/romoa_table2.py \
-      --config.romoa.gamma=1.0 --workdir=runs/romoa_table2_gamma1
+      --config.romoa.moving_rate=1/n --workdir=runs/romoa_table2_gamma_1n
 
 Ten clients, each holding a single digit (``data.partition = "one_label"``),
 one adversary (client 0), methods ``baseline`` (mean) and ``romoa``, attacks
