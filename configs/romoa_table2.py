@@ -11,7 +11,8 @@ Ten clients, each holding a single digit (``data.partition = "one_label"``),
 one adversary (client 0), methods ``baseline`` (mean) and ``romoa``, attacks
 none / TPA / UPA (the unbounded deviation against both) in the asynchronous
 protocol, 3 seeds, as in ``configs/romoa_table1.py``. Variants: tau = 1, TPA
-boost 1 (default n), moving rate 1/n, eq. 7 as a correlation. Outputs in
+boost 1 (default n), moving rate 1/n, eq. 7 as a correlation, the
+sanitized lookahead reference (an extension). Outputs in
 ``runs/romoa_table2``; ``--publish`` writes ``docs/results/romoa_table2.md``
 and ``docs/results/romoa.md``.
 """
@@ -38,5 +39,6 @@ def get_config():
   # the moving rate and eq. 7.
   config.reproduce.variants = ("", "romoa.tau=1", "attack.boost=1",
                                "romoa.moving_rate=1/n",
-                               "romoa.pearson=correlation")
+                               "romoa.pearson=correlation",
+                               "romoa.reference=sanitized")
   return config
