@@ -639,7 +639,9 @@ def note(sections: Sequence[tuple[str, str]]) -> str:
   parts = ["# Romoa reproduction (Mao et al., ESORICS 2021)\n",
            "Written by `scripts/reproduce_romoa.py --publish` from the "
            "published tables; rerun it to refresh. Our numbers are beside "
-           "the paper's MNIST numbers (digits and an MLP here).\n"]
+           "the paper's MNIST numbers (digits and an MLP here). Where Romoa "
+           "still fails, and which equation makes it fail, with the runs "
+           "that show it: [docs/notes.md](../notes.md), section Romoa.\n"]
   for title, text in sections:
     parts.append(f"## {title}\n\n{text.strip()}\n")
   parts.append("## Where the paper is silent or inconsistent\n\n"
