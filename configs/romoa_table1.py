@@ -26,6 +26,11 @@ out of the mean. Outputs (``--workdir``, default ``runs/romoa_table1``):
 ``results.json``, ``factor_traces.json``, ``table.md``,
 ``error_vs_fraction.png``; ``--publish`` writes ``docs/results/romoa_table1.md``
 and ``docs/results/romoa.md``.
+
+Measured (3 seeds, 144 runs, 21.0 min on the shared 2-core CPU at load
+6.5-7.7): n = 10, f = 1, TPA confidence Romoa 0.36 +- 0.07 (paper 0.008),
+RFA 0.002, Krum 0.001; UPA: the mean and Romoa diverge in every seed, Krum
+0.084 (paper 0.111). Full table: ``docs/results/romoa.md``.
 """
 
 import ml_collections

@@ -682,16 +682,23 @@ def headline(results: dict, base: ml_collections.ConfigDict) -> str:
         for method in r.methods) + (" (paper romoa " + "/".join(
             reporting.fmt(PAPER_TABLE2["romoa"].get(a), ".2f")
             for a in r.attacks) + f"; {len(r.seeds)} seeds)")
+  n = r.participants[0]
+  f = tuple(r.adversaries[str(n)])[0]
   parts = []
-  for method in r.methods:
-    mine = [c for c in rows if c["method"] == method]
-    errors = [c["error"] for c in mine if c["error"] is not None]
-    div = sum(c["diverged"] for c in mine)
-    mean = float(np.mean(errors)) if errors else None
-    parts.append(f"{method} {reporting.fmt(mean, '.2f')}"
-                 + (f" ({div} runs diverged)" if div else ""))
-  return (f"mean error over the {len(rows) // max(len(r.methods), 1)} cells "
-          f"per method ({len(r.seeds)} seeds): " + ", ".join(parts))
+  for attack in r.attacks:
+    shown = []
+    for method in r.methods:
+      c = _find(rows, n=n, adversaries=f, method=method, attack=attack)
+      if c is None:
+        continue
+      value = ("div" if c["error"] is None
+               else reporting.fmt(c["error"], ".2f"))
+      paper = c.get("paper_mnist")
+      shown.append(f"{method} {value}"
+                   + ("" if paper is None else f" ({paper:.2f})"))
+    parts.append(f"{attack} " + ", ".join(shown))
+  return (f"n = {n}, f = {f}, error ours (paper MNIST), {len(r.seeds)} "
+          "seeds, div = every seed diverged: " + "; ".join(parts))
 
 
 def plot(cell_rows: Sequence[dict], base: ml_collections.ConfigDict,

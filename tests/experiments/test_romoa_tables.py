@@ -161,8 +161,9 @@ def test_table_note_and_plot(table_run, tmp_path):
   assert "**config as given, n = 10**" in table
   with open(os.path.join(workdir, "error_vs_fraction.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert romoa_tables.headline(results, base).startswith(
-      "mean error over the 2 cells per method (2 seeds): romoa ")
+  line = romoa_tables.headline(results, base)
+  assert line.startswith("n = 10, f = 1, error ours (paper MNIST), 2 seeds")
+  assert "TPA romoa " in line and "(0.01), baseline " in line
   (tmp_path / "romoa_table1.md").write_text("# romoa_table1\n\nTABLE ONE\n")
   path = romoa_tables.publish_note(str(tmp_path))
   note = open(path).read()
