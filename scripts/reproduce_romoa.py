@@ -7,15 +7,17 @@ Example::
 
 Writes to ``--workdir`` (default ``runs/<config file name>``):
 
-* ``results.json``: a list of rows ``{n, adversaries, method, attack, error}``
-  (plus ``final_error``, ``accuracy``, ``romoa_adversary_factor``, seconds);
-* ``table.md``: our error rates beside the paper's MNIST numbers;
+* ``results.json``: ``{"settings", "runs", "cells"}`` (every run per seed,
+  and the cells: mean +- sd over seeds, diverged runs counted apart);
+* ``factor_traces.json``: Romoa's per-client factors per round (first seed);
+* ``table.md``: our error rates and accuracy beside the paper's MNIST numbers;
 * ``error_vs_fraction.png``: error against the adversary fraction.
 
 The grid runner is
 :func:`robustfl_jax.experiments.romoa_tables.run_romoa_tables`.
-``--publish`` also writes ``docs/results/<config name>.md`` and the README's
-headline figure.
+``--publish`` also writes ``docs/results/<config name>.md``, the README's
+headline figure, and ``docs/results/romoa.md`` (both tables and the list of
+where the paper is silent or inconsistent).
 """
 
 import os
@@ -35,14 +37,15 @@ def main(argv):
 
   def run():
     base = cli.load(_CONFIG)
-    rows = romoa_tables.run_romoa_tables(base, workdir, log=cli.say,
-                                         fresh=_OUT.fresh.value)
+    results = romoa_tables.run_romoa_tables(base, workdir, log=cli.say,
+                                            fresh=_OUT.fresh.value)
     if _OUT.publish.value:
       reporting.publish(
-          cli.config_name(config_path), romoa_tables.markdown(rows, base),
+          cli.config_name(config_path), romoa_tables.markdown(results, base),
           command=cli.command_line(),
-          headline=romoa_tables.headline(rows, base),
+          headline=romoa_tables.headline(results, base),
           files=[os.path.join(workdir, "error_vs_fraction.png")])
+      romoa_tables.publish_note()
 
   return cli.run_or_exit(run)
 

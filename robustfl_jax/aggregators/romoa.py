@@ -17,37 +17,43 @@ the last synced global model ``theta_bar_t``:
   and eq. 11: ``F_t = beta * softmax_clients(min f) + (1 - beta) F_{t-1}``
   with ``F_0 = 1/n``; the aggregate is ``sum_i F_t^i * (theta^i - theta_bar)``.
 
-Choices where the paper is ambiguous (each one is tested):
+Choices where the paper is ambiguous (each one is selectable and tested):
 
-1. *The element-wise cosine's two vectors.* Eq. 5 is a cosine "for parameter
-   w", whose numerator and norms range over the set
-   ``{theta_hat^{i,w}_{t'} - theta_bar^w_t}``; for one parameter at one step
-   that set is one number and the cosine would only be a sign. We take the set
-   over the lookahead steps since the last sync (the trajectory of Fig. 3): at
-   lookahead step ``j`` the two vectors are ``(d_i^w(1), ..., d_i^w(j))`` and
-   ``(dbar^w(1), ..., dbar^w(j))`` with ``d_i(s) = theta^i_{t+s} - theta_bar_t``
-   and ``dbar(s)`` the plain mean of the ``d_i(s)`` (the paper's lookahead
-   aggregation ``1/n sum_i theta^i``). Running sums make this O(1) state per
-   parameter. At the first step after a sync (and in the synchronous protocol,
-   where every round is a sync) it is ``sign(d_i^w dbar^w)``.
-2. *How a parameter inherits its centroid.* Mean shift runs, for each
-   parameter (eq. 5) or layer (eqs. 6-7), on the ``n`` clients' measurements;
-   ``c_w`` is the centroid of the most populated cluster (scikit-learn's
-   ``cluster_centers_[0]``: highest intensity, ties to the larger centre).
-   Subtracting a point's *own* cluster centre instead would give a lone
-   outlier ``f = 0``, the same as the honest majority, so it could never be
-   punished.
-3. *Eq. 7.* The paper prints ``L_pearson = L_cosine / (std(a) std(b))``,
-   which is not Pearson's correlation and grows like ``1 / std^2``; with
-   ``pearson="paper"`` (default) we implement it as printed. It is what makes
-   Romoa sensitive to update *scale* (a client that boosts its update by
-   ``k`` gets a ``k`` times smaller value, far below the honest centroid, and
-   a softmax weight of ~0). Because its values are large, the softmax is
-   close to a hard selection among honest clients too (less fairness).
-   ``pearson="correlation"`` uses the textbook (centred) correlation in
-   [-1, 1]; it is scale-invariant, so a pure scaling attacker is then *not*
-   punished (tested).
-4. Excluded (masked or non-finite) rows take no part in the measurements,
+1. *Eq. 5's two vectors* (``elementwise``). ``"client"`` (default): one
+   cosine per client over the merged selection ``U`` of eq. 4,
+   ``S^i = <d_i^U, dbar^U> / (||d_i^U|| ||dbar^U||)`` with ``d_i = theta^i_{t'}
+   - theta_bar_t`` and ``dbar`` the lookahead reference. This is the reading
+   the text supports: Fig. 3 treats "an expanded selection of parameters as a
+   planar point", eq. 5's norms sum over a set exactly as eq. 6's sum over a
+   layer, and Section 3.3's "the same centroid may be referred to as
+   different identifiers" needs one value shared by the parameters of ``U``.
+   Eq. 8 then gives ``f_S^i(theta_w) = S^i - c`` on ``U`` and 0 elsewhere.
+   ``"trajectory"``: one cosine per parameter over the lookahead steps since
+   the last sync (``(d_i^w(1), ..., d_i^w(j))`` against the reference's), kept
+   as an option; the text does not support it, and at the first step after a
+   sync it is only ``sign(d_i^w dbar^w)``.
+2. *The lookahead reference* (``reference``). ``"mean"`` (as printed):
+   ``dbar = 1/n sum_i d_i`` over the valid clients. ``"sanitized"`` (an
+   extension, not in the paper): the previous step's sanitized weights
+   ``sum_i F_{t-1}^i d_i`` (renormalised over valid rows).
+3. *Which centroid a measurement is compared with* (``centroid``). Mean shift
+   runs per parameter or layer (eq. 5 ``"client"``: once) on the ``n``
+   clients' values. ``"majority"`` (default): ``c_w`` is the centre of the
+   most populated cluster (scikit-learn's ``cluster_centers_[0]``: highest
+   intensity, ties to the larger centre). ``"own"``: each client's own
+   cluster centre (where its seed converged), the literal "if theta_w belongs
+   to some cluster, then the centroid is c_w"; a lone outlier is then its own
+   cluster, gets ``f = 0`` like the honest majority, and is never punished
+   (tested).
+4. *Eq. 7* (``pearson``). The paper prints ``L_pearson = L_cosine / (std(a)
+   std(b))``, which is not Pearson's correlation and grows like
+   ``1 / std^2``; ``"paper"`` (default) implements it as printed. It is the
+   only scale-sensitive measurement (a client that boosts its update by ``k``
+   gets a ``k`` times smaller value) and, because its values are large, the
+   softmax is close to a hard selection among honest clients too.
+   ``"correlation"`` is the textbook (centred) correlation in [-1, 1]; it is
+   scale-invariant, so a pure scaling attacker is then *not* punished by it.
+5. Excluded (masked or non-finite) rows take no part in the measurements,
    get 0 from the softmax part, and the aggregate renormalises the factors
    over the valid rows, so its weights always sum to 1.
 
@@ -85,6 +91,9 @@ from robustfl_jax.aggregators._registry import register
 Array = jax.Array
 
 PEARSON_FORMS = ("paper", "correlation")
+ELEMENTWISE_FORMS = ("client", "trajectory")
+REFERENCES = ("mean", "sanitized")
+CENTROIDS = ("majority", "own")
 # Cap on the [chunk, n, n] distance blocks of the per-parameter mean shift.
 _MAX_BLOCK = 1 << 22
 
@@ -171,6 +180,24 @@ def elementwise_cosine(cross: Array, own_sq: Array, ref_sq: Array) -> Array:
   0 where either trajectory is zero.
   """
   return _safe_ratio(cross, jnp.sqrt(own_sq) * jnp.sqrt(ref_sq)[None, :])
+
+
+def client_cosine(deltas: Array, ref: Array, selected: Array) -> Array:
+  """Eq. 5 per client over the merged selection ``U`` (``elementwise="client"``).
+
+  Args:
+    deltas: ``[n, d]`` lookahead models minus the last synced model.
+    ref: ``[d]`` lookahead reference minus the last synced model.
+    selected: ``bool[d]`` the set ``U`` of eq. 4.
+
+  Returns:
+    ``[n]``: ``<d_i^U, ref^U> / (||d_i^U|| ||ref^U||)`` (0 where a vector is 0).
+  """
+  u = selected.astype(deltas.dtype)
+  d_u = deltas * u[None, :]
+  r_u = ref * u
+  dot = d_u @ r_u
+  return _safe_ratio(dot, jnp.linalg.norm(d_u, axis=1) * jnp.linalg.norm(r_u))
 
 
 def _segment_sum(values: Array, layer_ids: Array, num_layers: int) -> Array:
@@ -264,12 +291,27 @@ def mean_shift_mode(values: Array, valid: Array, bandwidth: Array,
                     max_iter: int = 300) -> Array:
   """Centroid of the most populated flat-kernel mean-shift cluster (1-D).
 
+  The returned centre is the seed centre (:func:`mean_shift_centres`) of
+  highest intensity, ties to the larger centre: scikit-learn's
+  ``cluster_centers_[0]``. NaN if no point is valid.
+  """
+  centres, counts = mean_shift_centres(values, valid, bandwidth, max_iter)
+  best = jnp.max(counts)
+  mode = jnp.max(jnp.where(valid & (counts == best), centres, -jnp.inf))
+  return jnp.where(jnp.any(valid), mode, jnp.nan)
+
+
+def mean_shift_centres(values: Array, valid: Array, bandwidth: Array,
+                       max_iter: int = 300) -> tuple[Array, Array]:
+  """Where every point's mean-shift seed converges, and its intensity.
+
   Every valid point is a seed; a seed moves to the mean of the valid points
   within ``bandwidth`` (inclusive) of it until it moves by at most
   ``1e-3 * bandwidth`` or ``max_iter`` steps pass; its intensity is the size
-  of its last ball (scikit-learn ``MeanShift``). The returned centre is the
-  one of highest intensity, ties to the larger centre: scikit-learn's
-  ``cluster_centers_[0]``. NaN if no point is valid.
+  of its last ball (scikit-learn ``MeanShift``).
+
+  Returns:
+    ``(centres [n], counts int32[n])``; invalid points have count -1.
   """
   thresh = 1e-3 * bandwidth
   x = jnp.where(valid, values, 0.0)
@@ -295,10 +337,7 @@ def mean_shift_mode(values: Array, valid: Array, bandwidth: Array,
 
   init = (x, jnp.zeros(x.shape, jnp.int32), ~valid, jnp.asarray(0))
   centres, counts, _, _ = jax.lax.while_loop(cond, body, init)
-  counts = jnp.where(valid, counts, -1)
-  best = jnp.max(counts)
-  mode = jnp.max(jnp.where(valid & (counts == best), centres, -jnp.inf))
-  return jnp.where(jnp.any(valid), mode, jnp.nan)
+  return centres, jnp.where(valid, counts, -1)
 
 
 def cluster_modes(measurements: Array, valid: Array, quantile: float = 0.3,
@@ -319,13 +358,39 @@ def cluster_modes(measurements: Array, valid: Array, quantile: float = 0.3,
   return jax.lax.map(one, measurements.T, batch_size=chunk)
 
 
+def cluster_centroids(measurements: Array, valid: Array, quantile: float = 0.3,
+                      max_iter: int = 300, centroid: str = "majority"
+                      ) -> Array:
+  """The centroid each client's measurement is compared with, ``[n, P]``.
+
+  ``centroid="majority"``: :func:`cluster_modes` broadcast to every client;
+  ``"own"``: the centre its own mean-shift seed converged to.
+  """
+  if centroid not in CENTROIDS:
+    raise ValueError(f"romoa: centroid (romoa.centroid) must be one of "
+                     f"{CENTROIDS}; got {centroid!r}.")
+  n, p = measurements.shape
+  if centroid == "majority":
+    modes = cluster_modes(measurements, valid, quantile, max_iter)
+    return jnp.broadcast_to(modes[None, :], (n, p))
+  k_table = neighbour_counts(n, quantile)
+
+  def one(column):
+    h = estimate_bandwidth(column, valid, k_table)
+    return mean_shift_centres(column, valid, h, max_iter)[0]
+
+  chunk = max(1, min(p, _MAX_BLOCK // max(n * n, 1)))
+  return jax.lax.map(one, measurements.T, batch_size=chunk).T
+
+
 @register("romoa", takes_pre_aggregators=False, section="romoa",
           lookahead=True)
 def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
           num_clients: Optional[int] = None,
           selection_fraction: Optional[float] = None, beta: float = 0.5,
           quantile: float = 0.3, pearson: str = "paper",
-          max_iter: int = 300) -> base.Aggregator:
+          elementwise: str = "client", reference: str = "mean",
+          centroid: str = "majority", max_iter: int = 300) -> base.Aggregator:
   """Builds Romoa as an optax-style :class:`Aggregator`.
 
   ``update(updates, state, *, key=None, mask=None, weights=None,
@@ -336,7 +401,7 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
   * ``global_params [d]``: ``theta_bar_t``; selection (eq. 4) ranks
     ``|theta_bar_t + updates_i|`` (by ``|updates_i|`` when absent);
   * ``lookahead_step`` (int, 1-based step since the last sync): 1 or None
-    restarts the element-wise trajectories (choice 1 of the module doc).
+    restarts the element-wise trajectories (``elementwise="trajectory"``).
 
   Every call is one step of Algorithm 2's server loop (factors updated); the
   returned aggregate ``sum_i F_i updates_i`` is used by the protocol at sync
@@ -351,10 +416,17 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
     num_clients: if given, ``init`` sizes the state now; otherwise the first
       ``update`` does (then the state's shape changes once, so pass it when
       the state is carried through ``lax.scan``).
-    selection_fraction: eq. 4's ratio in (0, 1]; None is the paper's ``1/n``.
+    selection_fraction: eq. 4's selection ratio in (0, 1]; None is the
+      paper's ``1/n``. (Not the clients' moving rate, which the paper also
+      calls gamma: that is the protocol's ``moving_rate``.)
     beta: residual rate in (0, 1] (paper: 1/2).
     quantile: bandwidth quantile in (0, 1] (``k = quantile * n``; 0.3).
     pearson: ``"paper"`` (eq. 7 as printed) or ``"correlation"``.
+    elementwise: eq. 5 ``"client"`` (one cosine per client over ``U``) or
+      ``"trajectory"`` (per parameter over the lookahead steps).
+    reference: ``"mean"`` (the printed lookahead aggregation) or
+      ``"sanitized"`` (previous factors' weighted mean; an extension).
+    centroid: ``"majority"`` or ``"own"`` (choice 3 of the module doc).
     max_iter: static cap on mean-shift iterations.
 
   Returns:
@@ -374,6 +446,12 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
   if pearson not in PEARSON_FORMS:
     raise ValueError(f"romoa: pearson (romoa.pearson) must be one of "
                      f"{PEARSON_FORMS}; got {pearson!r}.")
+  for field, value, forms in (("elementwise", elementwise, ELEMENTWISE_FORMS),
+                              ("reference", reference, REFERENCES),
+                              ("centroid", centroid, CENTROIDS)):
+    if value not in forms:
+      raise ValueError(f"romoa: {field} (romoa.{field}) must be one of "
+                       f"{forms}; got {value!r}.")
   max_iter = base.check_int(max_iter, "max_iter", "romoa", minimum=1)
   if num_clients is not None:
     num_clients = base.check_int(num_clients, "num_clients", "romoa", 1)
@@ -434,7 +512,15 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
     info = base.base_info(finite, valid)
     num_valid = jnp.sum(valid)
     deltas = base.zero_invalid(updates, valid).astype(jnp.float32)
-    ref = jnp.sum(deltas, axis=0) / jnp.maximum(num_valid, 1)
+    valid_col = valid[:, None]
+    if reference == "mean":
+      ref = jnp.sum(deltas, axis=0) / jnp.maximum(num_valid, 1)
+    else:
+      prev = jnp.where(valid_col, state.factors, 0.0)
+      prev_total = jnp.sum(prev, axis=0)
+      prev = jnp.where(prev_total > 0, prev / jnp.where(
+          prev_total > 0, prev_total, 1.0), 0.0)
+      ref = jnp.sum(prev * deltas, axis=0)
 
     restart = (jnp.asarray(True) if lookahead_step is None
                else jnp.asarray(lookahead_step) <= 1)
@@ -442,7 +528,6 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
     cross = keep * state.cross + deltas * ref[None, :]
     own_sq = keep * state.own_sq + deltas * deltas
     ref_sq = keep * state.ref_sq + ref * ref
-    valid_col = valid[:, None]
     cross = jnp.where(valid_col, cross, 0.0)
     own_sq = jnp.where(valid_col, own_sq, 0.0)
 
@@ -450,15 +535,18 @@ def romoa(params: Any = None, *, layer_sizes: Optional[Sequence[int]] = None,
             else jnp.asarray(global_params, jnp.float32).reshape(d))
     selected = select_parameters(origin[None, :] + deltas, valid, k)
 
-    s_cos = elementwise_cosine(cross, own_sq, ref_sq)
+    if elementwise == "trajectory":
+      s_cos = elementwise_cosine(cross, own_sq, ref_sq)
+    else:
+      s_cos = client_cosine(deltas, ref, selected)[:, None]
     l_cos = layerwise_cosine(deltas, ref, layer_ids, num_layers)
     l_pea = layerwise_pearson(deltas, ref, layer_ids, num_layers, pearson)
-    c_s = cluster_modes(s_cos, valid, quantile, max_iter)
-    c_lc = cluster_modes(l_cos, valid, quantile, max_iter)
-    c_lp = cluster_modes(l_pea, valid, quantile, max_iter)
-    f_s = jnp.where(selected[None, :], s_cos - c_s[None, :], 0.0)
-    f_lc = (l_cos - c_lc[None, :])[:, layer_ids]
-    f_lp = (l_pea - c_lp[None, :])[:, layer_ids]
+    c_s = cluster_centroids(s_cos, valid, quantile, max_iter, centroid)
+    c_lc = cluster_centroids(l_cos, valid, quantile, max_iter, centroid)
+    c_lp = cluster_centroids(l_pea, valid, quantile, max_iter, centroid)
+    f_s = jnp.where(selected[None, :], s_cos - c_s, 0.0)
+    f_lc = (l_cos - c_lc)[:, layer_ids]
+    f_lp = (l_pea - c_lp)[:, layer_ids]
     score = jnp.minimum(f_s, jnp.minimum(f_lc, f_lp))
     score = jnp.where(valid_col & ~jnp.isnan(score), score, -jnp.inf)
     soft = jax.nn.softmax(score, axis=0)

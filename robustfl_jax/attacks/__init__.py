@@ -30,6 +30,7 @@ from robustfl_jax.attacks._registry import register_factory
 from robustfl_jax.attacks._adaptive import aggregator_aware
 from robustfl_jax.attacks._adaptive import gradient_attack
 from robustfl_jax.attacks._adaptive import stealth
+from robustfl_jax.attacks._fang import fang_deviation
 from robustfl_jax.attacks._fang import fang_krum
 from robustfl_jax.attacks._fang import fang_krum_scores
 from robustfl_jax.attacks._fang import fang_trimmed_mean
@@ -70,7 +71,8 @@ __all__ = (
     "ATTACKS", "Attack", "DATA_ATTACKS", "DataPoisoning", "add_trigger",
     "aggregator_aware", "alie", "alie_z_max", "as_attack", "attacker_sample",
     "auxiliary_set", "backdoor", "boost", "data_poisoning", "distance_bounded",
-    "fang_krum", "fang_krum_scores", "fang_trimmed_mean", "gaussian_noise",
+    "fang_deviation", "fang_krum", "fang_krum_scores", "fang_trimmed_mean",
+    "gaussian_noise",
     "get", "gradient_attack", "honest_ball", "hparams", "ipm", "label_flip",
     "make_alternating_minimization", "mimic", "mimic_target", "min_max",
     "min_sum", "model_replacement", "names", "non_finite", "poison_clients",

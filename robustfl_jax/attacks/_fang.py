@@ -206,6 +206,45 @@ def _fang_krum(key, updates, byzantine_mask, num_byzantine, epsilon, threshold,
   return _common.replace_rows(updates, byzantine_mask, poisoned(lam))
 
 
+@register_attack()
+def fang_deviation(key: Array, updates: Array, byzantine_mask: Array,
+                   lambda_scale: Any = 10.0) -> Array:
+  """Fang et al.'s directed deviation with an unbounded lambda (UPA, eq. 2).
+
+  Every Byzantine row becomes ``-lambda * s`` with ``s = sign(honest mean)``
+  (Romoa's eq. 2, ``w' = w_Re - lambda s``, in update space) and
+  ``lambda = lambda_scale * max_{i honest} ||u_i|| / sqrt(d)`` (the
+  root-mean-square coordinate of the largest honest update). Deviation from
+  Fang et al.: no search and no upper bound. Their bound is tailored to Krum
+  (:func:`fang_krum`), and their trimmed-mean attack stays inside the honest
+  range; against the plain mean, Romoa and RFA neither applies, and eq. 2 of
+  Romoa gives no bound, so ``lambda`` is a stated multiple of the honest
+  scale (recorded per run by the tables).
+
+  Args:
+    key: unused (deterministic).
+    updates: ``[n, d]``.
+    byzantine_mask: ``bool[n]``.
+    lambda_scale: > 0.
+
+  Returns:
+    ``[n, d]`` with the Byzantine rows crafted.
+  """
+  del key
+  updates, byzantine_mask = _common.check_inputs("fang_deviation", updates,
+                                                 byzantine_mask)
+  _common.check_positive("fang_deviation", "lambda_scale", lambda_scale)
+  ct = _common.compute_dtype(updates.dtype)
+  x = updates.astype(ct)
+  rows = _common.reference_mask(byzantine_mask)
+  direction = jnp.sign(_common.masked_mean(x, rows))
+  norms = jnp.where(rows, jnp.linalg.norm(x, axis=1), 0)
+  lam = (jnp.asarray(lambda_scale, ct) * jnp.max(norms)
+         / jnp.sqrt(jnp.asarray(x.shape[1], ct)))
+  crafted = jnp.broadcast_to(-lam * direction, x.shape)
+  return _common.replace_rows(updates, byzantine_mask, crafted)
+
+
 @jax.jit
 def _fang_trimmed_mean(key, updates, byzantine_mask, b):
   ct = _common.compute_dtype(updates.dtype)

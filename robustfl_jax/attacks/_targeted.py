@@ -21,8 +21,11 @@ benign training update from the same start (Bhagoji et al. use the previous
 global update; the own-data estimate needs no server state and is a
 documented choice).
 
-Romoa's stealth factor ``alpha`` mixes the boosted upload with the honest one
-(:func:`robustfl_jax.attacks.stealth`).
+Romoa's stealth factor ``alpha`` (Sec. 2.2: the goal ``A_t = theta^a_{t-1}
+- alpha (theta^a_{t-1} - O^b_t)``, a mixture of the start and the poisoned
+model) scales the uploaded update by ``alpha``: ``tpa`` uploads
+``alpha * boost * u``. The paper omits the boost "combined with our stealth
+factor" and gives neither value; both are parameters here.
 
 References:
   Bhagoji, A. N., Chakraborty, S., Mittal, P., Calo, S.: Analyzing federated
@@ -198,7 +201,7 @@ def _check_labels(source: int, target: int, num_classes: int = 10) -> None:
 
 def _check_tpa(source: int = 6, target: int = 3, aux_size: int = 10,
                benign_weight: float = 0.0, boost: Optional[float] = None,
-               rho: float = 1e-2) -> None:
+               rho: float = 1e-2, alpha: float = 1.0) -> None:
   _check_labels(source, target)
   if int(aux_size) < 1:
     raise ValueError(f"aux_size must be >= 1; got {aux_size}.")
@@ -208,27 +211,31 @@ def _check_tpa(source: int = 6, target: int = 3, aux_size: int = 10,
     raise ValueError(f"boost must be > 0; got {boost}.")
   if not rho > 0:
     raise ValueError(f"rho must be > 0; got {rho}.")
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha (the stealth factor) must be in [0, 1]; got "
+                     f"{alpha}.")
 
 
 @register_factory("tpa", check=_check_tpa)
 def tpa(*, dataset: Any, num_clients: int, seed: int = 0, source: int = 6,
         target: int = 3, aux_size: int = 10, benign_weight: float = 0.0,
-        boost: Optional[float] = None) -> Attack:
+        boost: Optional[float] = None, alpha: float = 1.0) -> Attack:
   """TPA with explicit boosting (Bhagoji et al.), as Romoa's Table 1 runs it.
 
   The Byzantine clients train on :func:`targeted_objective` with
   ``aux_size`` training samples of class ``source`` labelled ``target``, and
-  upload their update times ``boost`` (default: ``num_clients``).
+  upload their update times ``alpha * boost`` (``boost`` default:
+  ``num_clients``; ``alpha``: Romoa's stealth factor, 1 = full dose).
 
   Returns:
     An :class:`~robustfl_jax.attacks.Attack` with ``train_loss`` and an
     ``update`` that boosts; its ``evaluation`` measures the ``source ->
     target`` flip.
   """
-  _check_tpa(source, target, aux_size, benign_weight, boost)
+  _check_tpa(source, target, aux_size, benign_weight, boost, alpha=alpha)
   x_aux = auxiliary_set(dataset.x_train, dataset.y_train, source, aux_size,
                         seed)
-  factor = float(num_clients if boost is None else boost)
+  factor = float(alpha) * float(num_clients if boost is None else boost)
   return Attack("tpa", update=functools.partial(_boost_rows, factor=factor),
                 train_loss=targeted_objective(x_aux, target,
                                               benign_weight=benign_weight),

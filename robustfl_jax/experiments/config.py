@@ -185,7 +185,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.protocol = "sync"
   config.romoa = ml_collections.ConfigDict()
   config.romoa.tau = 4
-  config.romoa.gamma = config_dict.placeholder(float)  # None: 1/num_clients
+  # gamma of Algorithm 1: "1" (FedAvg-style sync, default), "1/n" (ablation)
+  # or a number in (0, 1] as a string. Not eq. 4's selection ratio, which is
+  # the rule's romoa.selection_fraction (None: 1/n).
+  config.romoa.moving_rate = "1"
+  # A lookahead step is one local epoch ("epoch") or one minibatch SGD step.
+  config.romoa.lookahead_unit = "epoch"
 
   # Adversarial evaluation: with attack_epsilon set, summary.json adds
   # clean_accuracy and robust_accuracy under PGD-<attack_steps>.

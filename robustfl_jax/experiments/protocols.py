@@ -3,7 +3,8 @@
 ``protocol = "sync"`` builds :func:`robustfl_jax.fl.make_round_fn`;
 ``protocol = "romoa_async"`` builds
 :func:`robustfl_jax.fl.make_async_round_fn` (Romoa's Algorithm 1, ``tau``
-lookahead steps per round, moving rate ``romoa.gamma``).
+lookahead steps per round, moving rate ``romoa.moving_rate``, lookahead step
+``romoa.lookahead_unit``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,28 @@ from robustfl_jax.fl.server import init_server_state
 PROTOCOLS = ("sync", "romoa_async")
 
 
+MOVING_RATE_NAMES = ("1", "1/n")
+
+
 def moving_rate(config: ml_collections.ConfigDict) -> float:
-  """``romoa.gamma``, or ``1/n`` when unset."""
-  gamma = config.romoa.gamma
-  return 1.0 / config.num_clients if gamma is None else float(gamma)
+  """``romoa.moving_rate`` (gamma) as a number.
+
+  ``"1"`` (default: clients take the global model, as FedAvg), ``"1/n"`` (the
+  ablation with the selection ratio's value) or a number in (0, 1] written
+  as a string (e.g. ``"0.5"``).
+
+  Raises:
+    ValueError: naming ``romoa.moving_rate``.
+  """
+  value = str(config.romoa.moving_rate).strip()
+  if value == "1/n":
+    return 1.0 / int(config.num_clients)
+  try:
+    return float(value)
+  except ValueError:
+    raise ValueError(f"romoa.moving_rate={value!r} must be one of "
+                     f"{list(MOVING_RATE_NAMES)} or a number in (0, 1]."
+                     ) from None
 
 
 def takes_lookahead(rule: str) -> bool:
@@ -36,7 +55,7 @@ def takes_lookahead(rule: str) -> bool:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks ``protocol`` and ``romoa.tau`` / ``romoa.gamma``; names the field.
+  """Checks ``protocol`` and the ``romoa`` section; names the field.
 
   Settings of the synchronous round that Algorithm 1 has no place for
   (client momentum, a scorer) are refused rather than silently ignored.
@@ -48,7 +67,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if protocol != "romoa_async":
     return
   try:
-    check_async_params(config.romoa.tau, moving_rate(config))
+    check_async_params(config.romoa.tau, moving_rate(config),
+                       config.romoa.lookahead_unit)
   except ValueError as e:
     raise ValueError(f"romoa.{e}") from e
   if config.client.momentum:
@@ -86,6 +106,7 @@ def build_round(config: ml_collections.ConfigDict, *, model: Any, params: Any,
     round_fn = make_async_round_fn(
         model.apply, params, tau=int(config.romoa.tau),
         moving_rate=moving_rate(config),
+        lookahead_unit=config.romoa.lookahead_unit,
         lookahead=takes_lookahead(config.aggregator.name), **common)
 
     def init_state(key):

@@ -6,8 +6,10 @@ One call of the round function is one *sync period* of ``tau`` lookahead
 steps:
 
 1. at lookahead step ``j = 1..tau`` every client trains locally from its own
-   model (one vmapped ``local_train`` call: ``client.local_epochs`` epochs of
-   minibatch SGD, or one FedSGD step) and uploads it; the server sees the
+   model (one vmapped ``local_train`` call: with ``lookahead_unit="epoch"``
+   ``client.local_epochs`` epochs of minibatch SGD, or one FedSGD step; with
+   ``lookahead_unit="minibatch"`` one minibatch SGD step, Algorithm 2's
+   iteration ``t``) and uploads it; the server sees the
    updates ``theta^i_{t+j} - theta_bar_t`` relative to the last synced global
    model; Byzantine rows are replaced by the model-poisoning attack;
 2. a lookahead rule (Romoa) is called at every step (``lookahead_step=j``,
@@ -17,6 +19,15 @@ steps:
    the server optimizer (SGD with lr 1 gives ``theta_bar = sum_i F_i
    theta^i``), and every client moves towards it:
    ``theta^i <- theta^i - gamma (theta^i - theta_bar)``.
+
+The moving rate ``gamma`` is not the selection ratio of eq. 4 (the paper
+uses one symbol for both). Section 3.1 says syncing "is the same as the
+original FL", where clients take the global model: ``gamma = 1`` is the
+default; with it, and a rule whose weights are all ``1/n`` (the mean), one
+round is FedAvg over ``tau`` lookahead steps (tested). ``gamma = 1/n`` (the
+selection ratio's value) is kept as a named ablation: every upload then
+carries the lag since the last sync, so a jump of the global model is fed
+back at the next upload (and multiplied by an attacker's boost).
 
 Choices: all clients start from the server's initial model (Algorithm 1 draws
 each at random; a common start gives the first lookahead a common reference).
@@ -52,14 +63,21 @@ from robustfl_jax.fl.server import FederatedData, ServerState, init_server_state
 Array = jax.Array
 
 
-def check_async_params(tau: int, moving_rate: float) -> None:
-  """Raises ``ValueError`` for bad ``tau`` or ``moving_rate`` (gamma)."""
+LOOKAHEAD_UNITS = ("epoch", "minibatch")
+
+
+def check_async_params(tau: int, moving_rate: float,
+                       lookahead_unit: str = "epoch") -> None:
+  """Raises ``ValueError`` for bad ``tau``, ``moving_rate`` (gamma) or unit."""
   if isinstance(tau, bool) or not isinstance(tau, int) or tau < 1:
     raise ValueError(f"tau must be an int >= 1 (lookahead steps per sync); "
                      f"got {tau!r}.")
   if not 0.0 < moving_rate <= 1.0:
-    raise ValueError(f"gamma (the moving rate) must be in (0, 1]; got "
+    raise ValueError(f"moving_rate (gamma) must be in (0, 1]; got "
                      f"{moving_rate}.")
+  if lookahead_unit not in LOOKAHEAD_UNITS:
+    raise ValueError(f"lookahead_unit must be one of {LOOKAHEAD_UNITS}; got "
+                     f"{lookahead_unit!r}.")
 
 
 def init_async_state(params: Any, server_optimizer: optax.GradientTransformation,
@@ -82,8 +100,9 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
                         client_optimizer: optax.GradientTransformation,
                         server_optimizer: optax.GradientTransformation,
                         aggregator: Any, num_clients: int, max_examples: int,
-                        batch_size: int, tau: int = 4, moving_rate: float = 0.5,
+                        batch_size: int, tau: int = 4, moving_rate: float = 1.0,
                         lookahead: bool = True, local_epochs: int = 1,
+                        lookahead_unit: str = "epoch",
                         mode: str = "fedavg",
                         attack: Optional[Callable] = None,
                         train_loss: Optional[Callable] = None) -> Callable:
@@ -100,9 +119,14 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     max_examples: padded per-client length ``M``.
     batch_size: local minibatch size.
     tau: lookahead steps per sync (Romoa's syncing period).
-    moving_rate: ``gamma`` in (0, 1]; 1 resets every client to the global.
+    moving_rate: ``gamma`` in (0, 1]; 1 (default) resets every client to the
+      global model, as in FedAvg; ``1/n`` is the ablation of the module doc.
     lookahead: call the aggregator at every step (Romoa) or only at sync.
-    local_epochs: local epochs per lookahead step (FedAvg mode).
+    local_epochs: local epochs per lookahead step (FedAvg mode, unit
+      ``"epoch"``).
+    lookahead_unit: ``"epoch"`` (a lookahead step is ``local_epochs`` local
+      epochs) or ``"minibatch"`` (one minibatch SGD step, as Algorithm 2's
+      iteration; a fresh random minibatch each step).
     mode: ``"fedavg"`` or ``"fedsgd"``.
     attack: an :class:`~robustfl_jax.attacks.Attack` or an attack function
       (it changes the uploads; TPA's objective or alternating minimisation
@@ -114,14 +138,16 @@ def make_async_round_fn(apply_fn: Callable, params_template: Any, *,
     ``round_fn(state, data, key=None) -> (state, metrics)``; jit it.
 
   Raises:
-    ValueError: bad ``tau`` or ``moving_rate`` (named by config field).
+    ValueError: bad ``tau``, ``moving_rate`` or ``lookahead_unit``.
   """
-  check_async_params(tau, moving_rate)
+  check_async_params(tau, moving_rate, lookahead_unit)
   attack = as_attack(attack)
+  minibatch = lookahead_unit == "minibatch"
   local_train = make_client_training(
       apply_fn, client_optimizer, max_examples=max_examples,
-      batch_size=batch_size, local_epochs=local_epochs, mode=mode,
-      train_loss=train_loss, attack=attack)
+      batch_size=batch_size, local_epochs=1 if minibatch else local_epochs,
+      mode=mode, train_loss=train_loss, attack=attack,
+      max_steps=1 if minibatch else None)
   _, unravel = jax.flatten_util.ravel_pytree(params_template)
   C = num_clients
 

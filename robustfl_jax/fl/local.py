@@ -80,7 +80,8 @@ def cross_entropy_loss(logits_fn, params, x, y, mask, key, aux=None) -> Array:
 def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
                      *, max_examples: int, batch_size: int, local_epochs: int = 1,
                      mode: str = "fedavg",
-                     train_loss: Optional[TrainLoss] = None
+                     train_loss: Optional[TrainLoss] = None,
+                     max_steps: Optional[int] = None
                      ) -> Callable[..., LocalResult]:
   """Builds ``local_train(params, x, y, count, key, aux=None) -> LocalResult``.
 
@@ -99,6 +100,9 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
       mask, key, aux) -> scalar`` with ``logits_fn(params, x)`` the model in
       training mode; :func:`cross_entropy_loss` when None. Adversarial
       training and targeted poisoning objectives plug in here.
+    max_steps: if given (static, >= 1), only the first ``max_steps``
+      minibatch steps of the shuffled epochs are taken (Romoa's lookahead
+      step of one minibatch SGD iteration: ``local_epochs=1, max_steps=1``).
 
   Returns:
     A pure function of one client; vmap it over ``x, y, count, key`` (and
@@ -115,10 +119,18 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
   if mode == "fedavg" and local_epochs < 1:
     raise ValueError(f"local_epochs must be >= 1 in fedavg mode; got "
                      f"{local_epochs}.")
+  if max_steps is not None and (isinstance(max_steps, bool)
+                                or not isinstance(max_steps, int)
+                                or max_steps < 1):
+    raise ValueError(f"max_steps must be an int >= 1 or None; got "
+                     f"{max_steps!r}.")
   steps_per_epoch, batch = num_local_steps(max_examples, batch_size,
                                            local_epochs, mode)
   epochs = 1 if mode == "fedsgd" else local_epochs
   total = steps_per_epoch * batch
+  num_steps = epochs * steps_per_epoch
+  if max_steps is not None:
+    num_steps = min(num_steps, max_steps)
   objective = cross_entropy_loss if train_loss is None else train_loss
 
   def epoch_batches(key, count):
@@ -141,9 +153,10 @@ def make_local_train(apply_fn: ApplyFn, optimizer: optax.GradientTransformation,
     shuffle_key, dropout_key = jax.random.split(key)
     epoch_keys = jax.random.split(shuffle_key, epochs)
     order, valid = jax.vmap(epoch_batches, in_axes=(0, None))(epoch_keys, count)
-    order = order.reshape(epochs * steps_per_epoch, batch)
-    valid = valid.reshape(epochs * steps_per_epoch, batch)
-    step_keys = jax.random.split(dropout_key, epochs * steps_per_epoch)
+    order = order.reshape(epochs * steps_per_epoch, batch)[:num_steps]
+    valid = valid.reshape(epochs * steps_per_epoch, batch)[:num_steps]
+    step_keys = jax.random.split(dropout_key, epochs * steps_per_epoch)[
+        :num_steps]
 
     # Training runs on the flat parameter vector: per-client copies are one
     # [d] row each (no per-leaf arrays to gather into [C, d] afterwards), and

@@ -49,8 +49,13 @@ def make_client_training(apply_fn: Callable,
                          max_examples: int, batch_size: int,
                          local_epochs: int = 1, mode: str = "fedavg",
                          train_loss: Optional[Callable] = None,
-                         attack: Optional[Attack] = None) -> Callable:
+                         attack: Optional[Attack] = None,
+                         max_steps: Optional[int] = None) -> Callable:
   """Local training of one client, honest or Byzantine; vmap it over clients.
+
+  ``max_steps`` caps the minibatch steps (see
+  :func:`robustfl_jax.fl.local.make_local_train`); an attack's own
+  ``local_train`` is not capped.
 
   Honest clients minimise ``train_loss`` (cross-entropy when None). An
   attack that poisons training takes over the Byzantine clients: with
@@ -78,7 +83,8 @@ def make_client_training(apply_fn: Callable,
                             max_examples=m or max_examples,
                             batch_size=b or batch_size,
                             local_epochs=e or local_epochs, mode=mode,
-                            train_loss=loss)
+                            train_loss=loss,
+                            max_steps=max_steps if m is None else None)
 
   local_train = build(attack_loss or train_loss)
   byzantine_train = None

@@ -18,22 +18,23 @@ _D = sum(_SIZES)
 
 
 @functools.lru_cache(maxsize=None)
-def _romoa(pearson="paper"):
+def _romoa(pearson="paper", **options):
   """One Romoa and one jitted update per form: every test shares the compile
   (shapes ``[10, 60]``, layers ``(40, 20)``)."""
-  agg = R.romoa(layer_sizes=_SIZES, num_clients=_N, pearson=pearson)
+  agg = R.romoa(layer_sizes=_SIZES, num_clients=_N, pearson=pearson,
+                **options)
 
   # Compiles once for all the tests that use it, whatever step and mask.
   @jax.jit
-  @chex.assert_max_traces(n=1)
+  @chex.assert_max_traces(n=8)  # one trace per (pearson, options) variant
   def update(updates, state, step, mask):
     return agg.update(updates, state, lookahead_step=step, mask=mask)
 
   return agg, update
 
 
-def _step(pearson, updates, state=None, step=1, mask=None):
-  agg, update = _romoa(pearson)
+def _step(pearson, updates, state=None, step=1, mask=None, **options):
+  agg, update = _romoa(pearson, **options)
   if state is None:
     state = agg.init(jnp.zeros(_D))
   mask = jnp.ones(_N, bool) if mask is None else mask
@@ -87,12 +88,12 @@ def test_first_lookahead_step_is_the_sign_and_the_trajectory_accumulates():
   rng = np.random.default_rng(7)
   u1 = rng.normal(size=(_N, _D)).astype(np.float32)
   u2 = rng.normal(size=(_N, _D)).astype(np.float32)
-  _, state, _ = _step("paper", u1, step=1)
+  _, state, _ = _step("paper", u1, step=1, elementwise="trajectory")
   ref1 = u1.mean(0)
   np.testing.assert_allclose(state.cross, u1 * ref1, rtol=1e-5, atol=1e-6)
   s1 = R.elementwise_cosine(state.cross, state.own_sq, state.ref_sq)
   np.testing.assert_allclose(s1, np.sign(u1 * ref1), atol=1e-5)
-  _, state2, _ = _step("paper", u2, state, step=2)
+  _, state2, _ = _step("paper", u2, state, step=2, elementwise="trajectory")
   ref2 = u2.mean(0)
   traj_i = np.stack([u1, u2], -1)           # [n, d, steps]
   traj_r = np.stack([ref1, ref2], -1)       # [d, steps]
@@ -101,8 +102,76 @@ def test_first_lookahead_step_is_the_sign_and_the_trajectory_accumulates():
   got = R.elementwise_cosine(state2.cross, state2.own_sq, state2.ref_sq)
   np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
   # A sync (lookahead_step 1) restarts the trajectory.
-  _, state3, _ = _step("paper", u2, state2, step=1)
+  _, state3, _ = _step("paper", u2, state2, step=1, elementwise="trajectory")
   np.testing.assert_allclose(state3.cross, u2 * ref2, rtol=1e-5, atol=1e-6)
+
+
+def test_eq5_per_client_cosine_over_the_merged_selection_by_hand():
+  # Three clients, four parameters; U = {0, 2}: only those columns count.
+  deltas = jnp.array([[1.0, 9.0, 0.0, 5.0],
+                      [1.0, -7.0, 1.0, 0.0],
+                      [-2.0, 3.0, 0.0, 1.0]])
+  ref = jnp.array([1.0, 100.0, 1.0, -100.0])
+  selected = jnp.array([True, False, True, False])
+  got = R.client_cosine(deltas, ref, selected)
+  # (1, 0).(1, 1) / (1 sqrt 2); (1, 1).(1, 1) / 2; (-2, 0).(1, 1) / (2 sqrt 2)
+  np.testing.assert_allclose(got, [1 / np.sqrt(2), 1.0, -1 / np.sqrt(2)],
+                             rtol=1e-6)
+  # A zero vector on U gives 0, not NaN.
+  zero = R.client_cosine(deltas.at[0, 0].set(0.0), ref, selected)
+  assert float(zero[0]) == 0.0
+
+
+def test_eq5_client_form_is_one_value_per_client_on_u_and_zero_elsewhere():
+  """f_S (eq. 8) is S^i - c on U and 0 off U: with only eq. 5 informative,
+  the factors of a client are constant on U."""
+  rng = np.random.default_rng(5)
+  g = rng.normal(size=_D)
+  updates = ((g + 0.5 * rng.normal(size=(_N, _D))) * 0.05).astype(np.float32)
+  updates[0] = -updates[0]
+  _, state, _ = _step("paper", updates, elementwise="client")
+  k = R.num_selected(_D, 1.0 / _N)
+  sel = np.zeros(_D, bool)
+  for i in range(_N):
+    sel[np.argsort(-np.abs(updates[i]))[:k]] = True
+  f0 = np.asarray(state.factors[0])
+  # The sign flipper is below 1/n on U (its eq. 5 value is ~-1).
+  assert (f0[sel] < 1.0 / _N).all()
+
+
+def test_own_centroid_never_punishes_a_lone_outlier():
+  """centroid="own": a lone outlier is its own cluster (f = 0 like the
+  majority), so it keeps ~1/n; "majority" punishes it."""
+  updates = _honest_and_scaled(scale=-1.0)
+  x = jnp.concatenate([jnp.full((1,), -0.9), jnp.linspace(0.5, 0.6, _N - 1)])
+  own = R.cluster_centroids(x[:, None], jnp.ones(_N, bool), centroid="own")
+  np.testing.assert_allclose(own[:, 0], x * 0 + jnp.where(
+      jnp.arange(_N) == 0, -0.9, own[1, 0]), atol=1e-6)
+  maj = R.cluster_centroids(x[:, None], jnp.ones(_N, bool))
+  np.testing.assert_allclose(maj[:, 0], own[1, 0], atol=1e-6)
+  _, _, info_own = _run("paper", updates, 3, centroid="own")
+  _, _, info_maj = _run("paper", updates, 3)
+  assert float(info_maj["factor_mean"][0]) < 0.5 / _N
+  assert float(info_own["factor_mean"][0]) > float(
+      info_maj["factor_mean"][0])
+
+
+def test_sanitized_reference_uses_the_previous_factors():
+  """reference="sanitized": the lookahead reference is sum_i F_{t-1}^i d_i.
+  With F_0 = 1/n it equals the mean at the first step; afterwards the
+  punished client's share in the reference shrinks."""
+  updates = _honest_and_scaled(scale=-1.0)
+  out_m, st_m, _ = _step("paper", updates)
+  out_s, st_s, _ = _step("paper", updates, reference="sanitized")
+  np.testing.assert_allclose(st_s.factors, st_m.factors, rtol=1e-5)
+  _, _, info_s = _run("paper", updates, 3, reference="sanitized")
+  assert float(info_s["factor_mean"][0]) < 0.5 / _N
+  with pytest.raises(ValueError, match="romoa.reference"):
+    R.romoa(num_clients=4, reference="median")
+  with pytest.raises(ValueError, match="romoa.centroid"):
+    R.romoa(num_clients=4, centroid="nearest")
+  with pytest.raises(ValueError, match="romoa.elementwise"):
+    R.romoa(num_clients=4, elementwise="per_parameter")
 
 
 def test_layerwise_cosine_eq6_and_pearson_eq7_by_hand():
@@ -167,7 +236,8 @@ def test_mean_shift_mode_hand_example_and_invalid_points():
   assert np.isfinite(m2[0]) and 0.05 < float(m2[0]) < 0.2
 
 
-def _reference_factors(updates, layer_sizes, fraction, beta, form):
+def _reference_factors(updates, layer_sizes, fraction, beta, form,
+                       elementwise="client"):
   """Eqs. 4-11 for one step from sync, with scikit-learn's mean shift."""
   u = np.asarray(updates, np.float64)
   n, d = u.shape
@@ -177,11 +247,16 @@ def _reference_factors(updates, layer_sizes, fraction, beta, form):
   sel = np.zeros(d, bool)
   for i in range(n):
     sel[np.argsort(-np.abs(u[i]))[:k]] = True
-  s = np.sign(u * ref)
   f_s = np.zeros((n, d))
-  for w in range(d):
-    if sel[w]:
-      f_s[:, w] = s[:, w] - _ref_mode(s[:, w])
+  if elementwise == "client":
+    a, b = u[:, sel], ref[sel]
+    s = a @ b / (np.linalg.norm(a, axis=1) * np.linalg.norm(b))
+    f_s[:, sel] = (s - _ref_mode(s))[:, None]
+  else:
+    s = np.sign(u * ref)
+    for w in range(d):
+      if sel[w]:
+        f_s[:, w] = s[:, w] - _ref_mode(s[:, w])
   f_lc, f_lp = np.zeros((n, d)), np.zeros((n, d))
   for layer in range(len(layer_sizes)):
     cols = ids == layer
@@ -198,15 +273,17 @@ def _reference_factors(updates, layer_sizes, fraction, beta, form):
   return beta * soft + (1 - beta) / n
 
 
-@pytest.mark.parametrize("form", ["paper", "correlation"])
-def test_factors_eqs_8_to_11_match_a_loop_reference(form):
+@pytest.mark.parametrize("form,elementwise", [
+    ("paper", "client"), ("correlation", "client"), ("paper", "trajectory")])
+def test_factors_eqs_8_to_11_match_a_loop_reference(form, elementwise):
   rng = np.random.default_rng(3)
   g = rng.normal(size=_D)
   updates = (g + 0.8 * rng.normal(size=(_N, _D))) * 0.05
   updates[0] *= -3.0
   updates = updates.astype(np.float32)
-  out, state, info = _step(form, updates)
-  expect = _reference_factors(updates, _SIZES, 1.0 / _N, 0.5, form)
+  out, state, info = _step(form, updates, elementwise=elementwise)
+  expect = _reference_factors(updates, _SIZES, 1.0 / _N, 0.5, form,
+                              elementwise)
   np.testing.assert_allclose(state.factors, expect, rtol=2e-3, atol=2e-5)
   np.testing.assert_allclose(out, (expect * updates).sum(0) / expect.sum(0),
                              rtol=2e-3, atol=1e-5)
@@ -223,10 +300,11 @@ def _honest_and_scaled(scale=100.0, seed=0):
   return jnp.asarray(u, jnp.float32)
 
 
-def _run(form, updates, steps, mask=None):
+def _run(form, updates, steps, mask=None, **options):
   state = None
   for j in range(steps):
-    out, state, info = _step(form, updates, state, step=j + 1, mask=mask)
+    out, state, info = _step(form, updates, state, step=j + 1, mask=mask,
+                             **options)
   return out, state, info
 
 

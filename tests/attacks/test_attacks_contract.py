@@ -53,6 +53,7 @@ def test_names_cover_the_public_attacks():
   expected = {
       "sign_flip", "scaling", "gaussian_noise", "random", "zero", "non_finite",
       "model_replacement", "alie", "ipm", "fang_trimmed_mean", "fang_krum",
+      "fang_deviation",
       "min_max", "min_sum", "mimic", "aggregator_aware", "gradient_attack",
       "stealth"}
   assert set(ALL_NAMES) == expected

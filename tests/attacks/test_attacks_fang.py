@@ -136,3 +136,18 @@ def test_fang_krum_validates_static_num_byzantine():
   out = attacks.fang_krum(jax.random.key(0, impl="rbg"), updates, mask, num_byzantine=3)
   np.testing.assert_allclose(out, attacks.fang_krum(jax.random.key(0, impl="rbg"), updates, mask),
                              rtol=1e-6)
+
+
+def test_fang_deviation_is_minus_lambda_sign_with_the_stated_scale():
+  from robustfl_jax import attacks
+  rng = np.random.default_rng(0)
+  u = jnp.asarray(rng.normal(size=(5, 16)), jnp.float32)
+  byz = jnp.array([True, False, False, False, False])
+  out = attacks.fang_deviation(None, u, byz, lambda_scale=3.0)
+  honest = np.asarray(u[1:])
+  lam = 3.0 * np.linalg.norm(honest, axis=1).max() / np.sqrt(16)
+  np.testing.assert_allclose(out[0], -lam * np.sign(honest.mean(0)),
+                             rtol=1e-5)
+  np.testing.assert_array_equal(out[1:], u[1:])
+  with pytest.raises(ValueError, match="lambda_scale"):
+    attacks.fang_deviation(None, u, byz, lambda_scale=0.0)

@@ -125,3 +125,20 @@ def test_alternating_minimization_poisons_and_stays_near_the_benign_model(
   with pytest.raises(ValueError, match="attack.rho"):
     attacks.make_alternating_minimization(_factory(model), x_aux=x_aux,
                                           target=3, boost_factor=5.0, rho=0.0)
+
+
+def test_tpa_uploads_alpha_times_boost_times_the_update():
+  """Romoa's stealth factor alpha scales the boosted upload (A_t of Sec. 2.2:
+  alpha = 1 replaces the model, 0 does not attack)."""
+  from robustfl_jax import attacks, data
+  ds = data.load_digits()
+  u = jnp.ones((4, 3), jnp.float32)
+  byz = jnp.array([True, False, False, False])
+  attack = attacks.tpa(dataset=ds, num_clients=4, boost=4.0, alpha=0.25)
+  out = attack.update(None, u, byz)
+  np.testing.assert_allclose(out[0], 1.0)
+  np.testing.assert_allclose(out[1:], 1.0)
+  attack = attacks.tpa(dataset=ds, num_clients=4, alpha=0.5)  # boost = n
+  np.testing.assert_allclose(attack.update(None, u, byz)[0], 2.0)
+  with pytest.raises(ValueError, match="alpha"):
+    attacks.tpa(dataset=ds, num_clients=4, alpha=1.5)

@@ -13,7 +13,10 @@ from robustfl_jax.checkpoint import Checkpointer
 from robustfl_jax.experiments import builders as experiment, config as config_lib, protocols
 from robustfl_jax.fl import async_protocol
 from robustfl_jax.experiments import runner
-from robustfl_jax.fl.server import FederatedData, params_sha256
+from robustfl_jax.fl import local as local_lib
+from robustfl_jax.fl.round import make_round_fn
+from robustfl_jax.fl.server import (FederatedData, init_server_state,
+                                    params_sha256)
 
 
 def _fed(client_data, num_byzantine=0):
@@ -60,6 +63,65 @@ def test_moving_rate_and_global_is_the_mean_of_local_models(tiny_problem):
   np.testing.assert_allclose(out[0.5].client_state.mean(0), bar, atol=1e-6)
   flat0 = jax.flatten_util.ravel_pytree(params)[0]
   assert out[0.5].client_state.shape == (client_data.y.shape[0], flat0.size)
+
+
+def test_moving_rate_one_with_uniform_weights_is_fedavg_over_tau_epochs(
+    tiny_problem):
+  """gamma = 1 and factors all 1/n (the mean): every round is FedAvg with tau
+  local epochs. Full-batch local steps make both runs deterministic."""
+  _, client_data, model, params = tiny_problem
+  data = _fed(client_data)
+  n, m = client_data.y.shape[0], client_data.max_examples
+  mean = aggregators.get("mean")
+  fn, state = _round(tiny_problem, mean, tau=3, moving_rate=1.0,
+                     lookahead=False, batch_size=m)
+  sync = jax.jit(make_round_fn(
+      model.apply, params, client_optimizer=optax.sgd(0.1),
+      server_optimizer=optax.sgd(1.0), aggregator=mean, num_clients=n,
+      max_examples=m, batch_size=m, local_epochs=3))
+  sync_state = init_server_state(params, optax.sgd(1.0), mean, n,
+                                 jax.random.PRNGKey(1))
+  for _ in range(2):
+    state, _ = fn(state, data)
+    sync_state, _ = sync(sync_state, data)
+    a = jax.flatten_util.ravel_pytree(state.params)[0]
+    b = jax.flatten_util.ravel_pytree(sync_state.params)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # gamma = 1: every client restarts from the global model.
+    np.testing.assert_allclose(state.client_state, np.tile(a, (n, 1)),
+                               atol=1e-7)
+  assert float(jnp.abs(a - jax.flatten_util.ravel_pytree(params)[0]).max()
+               ) > 1e-3
+
+
+def test_minibatch_lookahead_step_is_one_sgd_step(tiny_problem):
+  _, client_data, model, params = tiny_problem
+  x, y = client_data.x[0], client_data.y[0]
+  count, m = client_data.count[0], client_data.max_examples
+  kw = dict(max_examples=m, batch_size=8)
+  key = jax.random.PRNGKey(3)
+  one = local_lib.make_local_train(model.apply, optax.sgd(0.1), max_steps=1,
+                                   **kw)(params, x, y, count, key)
+  full = local_lib.make_local_train(model.apply, optax.sgd(0.1),
+                                    **kw)(params, x, y, count, key)
+  capped = local_lib.make_local_train(model.apply, optax.sgd(0.1),
+                                      max_steps=10_000, **kw)(
+                                          params, x, y, count, key)
+  assert int(one.num_steps) == 1 and int(full.num_steps) > 1
+  np.testing.assert_array_equal(capped.delta, full.delta)
+  assert float(jnp.linalg.norm(one.delta)) < float(
+      jnp.linalg.norm(full.delta))
+  with pytest.raises(ValueError, match="max_steps"):
+    local_lib.make_local_train(model.apply, optax.sgd(0.1), max_steps=0, **kw)
+  # In the protocol: tau minibatch steps move the models less than tau epochs.
+  data = _fed(client_data)
+  moved = {}
+  for unit in async_protocol.LOOKAHEAD_UNITS:
+    fn, state = _round(tiny_problem, aggregators.get("mean"), tau=2,
+                       lookahead=False, batch_size=8, lookahead_unit=unit)
+    new, _ = fn(state, data)
+    moved[unit] = float(jnp.abs(new.client_state - state.client_state).max())
+  assert 0 < moved["minibatch"] < moved["epoch"]
 
 
 def _counting_aggregator():
@@ -159,6 +221,30 @@ def _config(**overrides):
   return config
 
 
+def test_romoa_stops_a_x100_scaling_client_at_moving_rate_one():
+  """The issue asks for the factor below 1e-3 within one round: eq. 11 does
+  not allow it (F_t >= (1 - beta)^t / n = 6.25e-3 after tau = 4 steps), so
+  the test checks the floor is reached every step and 1e-3 is passed in the
+  second round (t = 8: 3.9e-4); accuracy within 0.03 of no attack."""
+  base = {"romoa.tau": 4, "num_rounds": 6, "client.learning_rate": 0.3,
+          "model.hidden": (32,)}
+  runs = {}
+  for name, extra in (("clean", {}), ("scaling", {
+      "attack.name": "scaling", "attack.num_byzantine": 1,
+      "attack.factor": 100.0})):
+    exp = experiment.build_experiment(_config(**base, **extra))
+    state, trace = exp.init_state(), []
+    for _ in range(6):
+      state, metrics = exp.round_fn(state, exp.data)
+      trace.append(np.asarray(metrics["factor_mean"]))
+    runs[name] = (float(exp.eval_fn(state.params)["accuracy"]), trace)
+  acc_clean, _ = runs["clean"]
+  acc, trace = runs["scaling"]
+  assert trace[0][0] < 0.5 ** 4 / 10 * 1.1
+  assert trace[1][0] < 1e-3
+  assert acc_clean > 0.8 and abs(acc - acc_clean) <= 0.03, (acc, acc_clean)
+
+
 def test_romoa_factors_punish_a_scaling_attacker_within_a_few_rounds():
   config = _config(**{"attack.name": "scaling", "attack.num_byzantine": 1,
                       "attack.factor": 100.0})
@@ -182,15 +268,20 @@ def test_config_wiring_validation_and_train_script_path(tmp_path):
     experiment.validate_config(_config(protocol="lockstep"))
   with pytest.raises(ValueError, match="romoa.tau"):
     experiment.validate_config(_config(**{"romoa.tau": 0}))
-  with pytest.raises(ValueError, match="romoa.gamma"):
-    experiment.validate_config(_config(**{"romoa.gamma": 1.5}))
+  with pytest.raises(ValueError, match="romoa.moving_rate"):
+    experiment.validate_config(_config(**{"romoa.moving_rate": "1.5"}))
+  with pytest.raises(ValueError, match="romoa.moving_rate"):
+    experiment.validate_config(_config(**{"romoa.moving_rate": "fast"}))
+  with pytest.raises(ValueError, match="romoa.lookahead_unit"):
+    experiment.validate_config(_config(**{"romoa.lookahead_unit": "round"}))
   with pytest.raises(ValueError, match="romoa.beta"):
     experiment.validate_config(_config(**{"romoa.beta": 2.0}))
   with pytest.raises(ValueError, match="client.momentum"):
     experiment.validate_config(_config(**{"client.momentum": 0.9}))
   with pytest.raises(ValueError, match="scorer.name"):
     experiment.validate_config(_config(**{"scorer.name": "zscore"}))
-  assert protocols.moving_rate(_config()) == 0.1
+  assert protocols.moving_rate(_config()) == 1.0
+  assert protocols.moving_rate(_config(**{"romoa.moving_rate": "1/n"})) == 0.1
   # scripts/train.py's loop runs the asynchronous protocol end to end.
   config = _config(**{"aggregator.name": "mean", "num_rounds": 3,
                       "eval_every": 1, "checkpoint_every": 1,

@@ -33,6 +33,7 @@ def test_reproduce_romoa_script(tmp_path):
   _run(["scripts/reproduce_romoa.py", "--config=configs/romoa_table2.py",
         f"--workdir={workdir}", "--config.reproduce.methods=('baseline',)",
         "--config.reproduce.attacks=('none',)", "--config.num_rounds=1",
+        "--config.reproduce.seeds=(0,)", "--config.reproduce.variants=('',)",
         "--config.reproduce.average_last=1"])
   assert "| baseline | " in (workdir / "table.md").read_text()
 
