@@ -248,6 +248,8 @@ def train_main(config, *, config_path: Optional[str], workdir: Optional[str],
   def run():
     cfg = load(config) if isinstance(config, flags.FlagHolder) else config
     result = train(cfg, workdir, log=say, fresh=fresh)
+    if not distributed.is_main_process():
+      return  # process 0 reports and publishes
     s = result.summary
     say(f"final test accuracy {reporting.fmt(s['final_test_accuracy'], '.4f')}"
         f", loss {reporting.fmt(s['final_test_loss'], '.4f')} after "
