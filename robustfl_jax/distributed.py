@@ -38,12 +38,29 @@ from jax.experimental import multihost_utils
 from robustfl_jax.fl.sharding import (CLIENT_AXIS, client_mesh, replicate,
                                       shard_federated_data)
 
-__all__ = ["CLIENT_AXIS", "barrier", "client_mesh", "free_port",
+__all__ = ["CLIENT_AXIS", "barrier", "client_mesh", "cluster_detected",
+           "free_port",
            "initialize", "is_main_process", "is_multi_process",
            "launch_local", "replicate", "shard_federated_data", "to_host"]
 
-_ENV_HINTS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
-              "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+_COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS",
+                    "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def cluster_detected(env: Optional[dict] = None) -> bool:
+  """Whether the environment describes a run of several processes that
+  ``jax.distributed.initialize()`` can join without arguments: a
+  coordinator address, a SLURM step of more than one task, or a TPU slice
+  of more than one host. (A single-task SLURM allocation is one process.)"""
+  env = os.environ if env is None else env
+  if any(k in env for k in _COORDINATOR_ENV):
+    return True
+  try:
+    slurm = int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env
+  except ValueError:
+    slurm = False
+  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+  return slurm or len(hosts) > 1
 
 
 def initialize(coordinator_address: Optional[str] = None,
@@ -53,9 +70,9 @@ def initialize(coordinator_address: Optional[str] = None,
                initialization_timeout_s: int = 300) -> bool:
   """Calls ``jax.distributed.initialize`` when a multi-process run is set up.
 
-  With no arguments it initialises only when the environment shows a cluster
-  (a coordinator address, SLURM or a TPU pod), so single-host scripts may call
-  it unconditionally. A run of one process (``num_processes=1``) is not
+  With no arguments it initialises only when :func:`cluster_detected` (a
+  coordinator address, a multi-task SLURM step or a multi-host TPU slice),
+  so single-process scripts may call it unconditionally. A run of one process (``num_processes=1``) is not
   initialised.
 
   Args:
@@ -83,9 +100,9 @@ def initialize(coordinator_address: Optional[str] = None,
   if num_processes == 1:
     return False
   explicit = coordinator_address is not None or num_processes is not None
-  if not (force or explicit or any(k in os.environ for k in _ENV_HINTS)):
+  if not (force or explicit or cluster_detected()):
     return False
-  if explicit and not any(k in os.environ for k in _ENV_HINTS) and (
+  if explicit and not cluster_detected() and (
       coordinator_address is None or num_processes is None
       or process_id is None):
     raise ValueError("--coordinator_address, --num_processes and --process_id "

@@ -15,7 +15,8 @@ split over clients (as local training leaves them):
 
 Reported per device: ``memory_analysis()`` bytes (arguments + temporaries +
 outputs) of the compiled aggregation, and the best wall-clock time of
-``repeats`` calls. On CPU the ``D`` devices are forced host devices
+``repeats`` calls (``skip_time``: compile only, nothing allocated). On CPU
+the ``D`` devices are forced host devices
 (``--xla_force_host_platform_device_count``), each count in its own
 subprocess, so they share the machine's cores: the memory column is the
 point there, the times only show the overhead of the split. On an
@@ -68,14 +69,21 @@ def measure(num_devices: int, shapes, rules, num_byzantine: int,
   arriving = sharding.client_sharding(mesh, 2)
   rows = []
   for num_clients, dim in shapes:
-    updates = jax.jit(
-        lambda k, c=num_clients, n=dim: jax.random.normal(k, (c, n)),
-        out_shardings=arriving)(jax.random.PRNGKey(0))
+    if skip_time:  # compile only: no [C, d] is ever allocated
+      updates = jax.ShapeDtypeStruct((num_clients, dim), jnp.float32,
+                                     sharding=arriving)
+    else:
+      updates = jax.jit(
+          lambda k, c=num_clients, n=dim: jax.random.normal(k, (c, n)),
+          out_shardings=arriving)(jax.random.PRNGKey(0))
     for rule in rules:
       hp = {"num_byzantine": num_byzantine} if (
           "num_byzantine" in aggregators.RULES.hparams(rule)) else {}
       agg = aggregators.get(rule, num_clients=num_clients, **hp)
-      state = agg.init(jnp.zeros((dim,)))
+      state = jax.eval_shape(agg.init, jax.ShapeDtypeStruct((dim,),
+                                                            jnp.float32))
+      if not skip_time:
+        state = agg.init(jnp.zeros((dim,)))
       row = {"devices": num_devices, "num_clients": num_clients, "dim": dim,
              "rule": rule, "matrix_bytes": num_clients * dim * 4}
       for mode, placed in (("sharded", sharding.params_sharding(mesh)),
