@@ -8,7 +8,8 @@ collective fails the test instead of hanging CI.
   port: the final parameters equal a 1-process 4-device run and a 1-device
   run (bit-identical for the median, within 1e-6 for Krum); the median run
   is then resumed from its checkpoint by the 2 processes to round 4 and
-  equals 4 rounds straight on one device;
+  equals the 1-device run resumed the same way (a resumed run equals an
+  uninterrupted one: tests/scripts/test_train.py);
 * only process 0 writes the outputs;
 * ``scripts/train.py`` with ``--coordinator_address/--num_processes/
   --process_id``: a killed process is reported by the other within the
@@ -32,22 +33,26 @@ TRAIN = os.path.join(ROOT, "scripts", "train.py")
 AGGREGATORS = ("coordinate_median", "krum")
 
 # One process of a run (the flags and cli of scripts/train.py): trains each
-# aggregator for 3 rounds, then resumes the median to round 4, saving the
-# final flat params; SHARDS lists "1" (all devices) and/or "0" (one device).
+# aggregator for 3 rounds, then resumes the median from its checkpoint to
+# round 4 (same compiled experiment), saving the final flat params; SHARDS
+# lists "1" (all devices) and/or "0" (one device).
 _DRIVER = textwrap.dedent("""
     import os
     import jax, numpy as np
-    from robustfl_jax.experiments import cli, runner
+    from robustfl_jax.experiments import builders, cli, runner
     from robustfl_jax.experiments.config import load_config
     out = cli.define_output_flags()
 
-    def train(name, rounds, shard):
-      cfg = load_config("configs/digits_attack.py", [
+    def config(name, rounds, shard):
+      return load_config("configs/digits_attack.py", [
           "num_clients=12", f"num_rounds={{rounds}}", "eval_every=3",
           "checkpoint_every=3", f"aggregator.name={{name}}",
           f"shard_clients={{shard == '1'}}"])
+
+    def train(name, rounds, shard, exp):
       workdir = os.path.join(out.workdir.value, shard, name)
-      result = runner.train(cfg, workdir, log=lambda line: None, plot=False)
+      result = runner.train(config(name, rounds, shard), workdir,
+                            log=lambda line: None, plot=False, experiment=exp)
       flat = jax.flatten_util.ravel_pytree(
           jax.device_get(result.state.params))[0]
       if jax.process_index() == 0:
@@ -60,8 +65,10 @@ _DRIVER = textwrap.dedent("""
     def main(argv):
       for shard in os.environ["SHARDS"].split(","):
         for name in {aggregators!r}:
-          train(name, 3, shard)
-        train("coordinate_median", 4, shard)
+          exp = builders.build_experiment(config(name, 3, shard))
+          train(name, 3, shard, exp)
+          if name == "coordinate_median":  # resumed from round 3
+            train(name, 4, shard, exp)
 
     cli.run(main)
 """).format(aggregators=AGGREGATORS)
@@ -87,13 +94,23 @@ def runs(tmp_path_factory):
   two = os.path.join(base, "two")
   one = os.path.join(base, "one")
   cmd = [sys.executable, "-c", _DRIVER]
-  two_runs = distributed.launch_local(
-      cmd + [f"--workdir={two}"], num_processes=2, devices_per_process=2,
-      cwd=ROOT, env=dict(_env(2), SHARDS="1"), timeout_s=240)
+  # The one-process references run beside the two processes (their waits
+  # on each other leave the CPU idle at times).
+  with subprocess.Popen(cmd + [f"--workdir={one}"], cwd=ROOT,
+                        env=dict(_env(4), SHARDS="1,0"),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True) as reference:
+    try:
+      two_runs = distributed.launch_local(
+          cmd + [f"--workdir={two}"], num_processes=2, devices_per_process=2,
+          cwd=ROOT, env=dict(_env(2), SHARDS="1"), timeout_s=300)
+      stdout, stderr = reference.communicate(timeout=300)
+    finally:
+      if reference.poll() is None:
+        reference.kill()
+  one_run = subprocess.CompletedProcess(cmd, reference.returncode, stdout,
+                                        stderr)
   _check(two_runs)
-  one_run = subprocess.run(cmd + [f"--workdir={one}"], cwd=ROOT,
-                           env=dict(_env(4), SHARDS="1,0"),
-                           capture_output=True, text=True, timeout=240)
   _check([one_run])
   out = {"stdout": two_runs[0].stdout + one_run.stdout,
          "stdout_1": two_runs[1].stdout,

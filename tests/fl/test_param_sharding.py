@@ -69,7 +69,7 @@ _SCRIPT = textwrap.dedent("""
     def gathered_sizes(compiled_fn):
       sizes = []
       for line in compiled_fn.as_text().splitlines():
-        m = re.search(r"= \w+\[([0-9,]*)\][^ ]* all-gather\(", line)
+        m = re.search(r"= \\w+\\[([0-9,]*)\\][^ ]* all-gather\\(", line)
         if m:
           sizes.append(int(np.prod([int(v) for v in m.group(1).split(",")
                                     if v] or [1])))
@@ -90,12 +90,7 @@ _SCRIPT = textwrap.dedent("""
       c1, x1, _ = compiled(agg, mesh1)
       out4, out1 = np.asarray(c4(x4, state)), np.asarray(c1(x1, state))
       err = float(np.max(np.abs(out4 - out1)) / np.max(np.abs(out1)))
-      gathers = []
-      for line in c4.as_text().splitlines():
-        m = re.search(r"= \\w+\\[([0-9,]*)\\][^ ]* all-gather\\(", line)
-        if m:
-          gathers.append(int(np.prod([int(v) for v in m.group(1).split(",")
-                                      if v] or [1])))
+      gathers = gathered_sizes(c4)
       m4, m1 = c4.memory_analysis(), c1.memory_analysis()
       per4 = m4.argument_size_in_bytes + m4.temp_size_in_bytes
       per1 = m1.argument_size_in_bytes + m1.temp_size_in_bytes
@@ -128,7 +123,6 @@ def test_sharded_aggregation_equals_unsharded_without_gather():
                         text=True, timeout=400, env=env, cwd=ROOT)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
   assert "PARAM_SHARDING_OK" in proc.stdout
-  print(proc.stdout)
 
 
 def test_every_rule_is_sharded_or_named_as_gathered():
