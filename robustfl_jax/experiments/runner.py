@@ -28,6 +28,11 @@ run ends bit-identical to an uninterrupted one. A larger ``num_rounds``
 continues the run; a smaller one than the rounds completed is refused. The
 earlier ``summary.json`` and ``metrics.png`` are kept in
 ``previous/<date-time>/`` before they are written again.
+
+In a run of several processes (:mod:`robustfl_jax.distributed`) every
+process trains, checkpoints and restores collectively (the work directory
+must be on a file system they share); only process 0 logs and writes
+``config.json``, ``metrics.jsonl``, ``summary.json`` and ``metrics.png``.
 """
 
 from __future__ import annotations
