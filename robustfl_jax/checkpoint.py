@@ -12,6 +12,12 @@ short) is skipped for the previous verified one with one warning line, and
 is kept on disk renamed ``corrupt_<step>_<time>`` so that the run can write
 that step again. A garbled byte inside an array file therefore never reaches
 a resumed run.
+
+In a multi-process run every process calls :meth:`Checkpointer.save` and
+:meth:`Checkpointer.restore_latest` together (orbax writes and reads the
+global arrays collectively); process 0 alone writes the checksums and sets
+aside a failed step, and every process reaches the same verdict on each step
+(they check the same files before any is renamed).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 CHECKSUMS = "checksums"
 
@@ -162,7 +169,7 @@ class Checkpointer:
           if state_sha256(state) == expected["sha256"]:
             return state, step
           problem = "fails its checksum (its bytes changed on disk)"
-      kept = self._set_aside(step)
+      kept = self._set_aside_everywhere(step)
       message = (f"checkpoint step {step} in {self.directory} {problem}; "
                  f"skipped and kept as {kept}.")
       if warn is None:
@@ -170,6 +177,19 @@ class Checkpointer:
       else:
         warn(message)
     return None, None
+
+  def _set_aside_everywhere(self, step: int) -> str:
+    """Process 0 renames the step; every process then sees it gone."""
+    name = f"corrupt_{step}"
+    multi = jax.process_count() > 1
+    if multi:
+      multihost_utils.sync_global_devices(f"checkpoint-verdict-{step}")
+    if jax.process_index() == 0:
+      name = self._set_aside(step)
+    if multi:
+      multihost_utils.sync_global_devices(f"checkpoint-set-aside-{step}")
+      self._manager.reload()
+    return name
 
   def _set_aside(self, step: int) -> str:
     # Renamed, not deleted: the bytes may be wanted for a post-mortem, and the

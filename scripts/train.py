@@ -13,25 +13,20 @@ interruption resumes from the last verified checkpoint; a work directory of
 another experiment is refused (``--fresh`` moves its outputs aside).
 ``--publish`` also writes ``docs/results/<config file name>.md`` and the
 README's headline figure.
-"""
 
-from absl import flags
+Several processes (README, "Scaling out"): add
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` to each
+process's command; only process 0 writes logs and outputs.
+"""
 
 from robustfl_jax.experiments import cli
 
 _CONFIG = cli.define_config()
 _OUT = cli.define_output_flags()
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False,
-    "Multi-host run: call jax.distributed.initialize (coordinator from the "
-    "environment) before building the mesh over all hosts' devices.")
 
 
 def main(argv):
   cli.no_extra_arguments(argv)
-  if _DISTRIBUTED.value:
-    from robustfl_jax import distributed  # pylint: disable=import-outside-toplevel
-    distributed.initialize(force=True)
   return cli.train_main(_CONFIG, config_path=_CONFIG.value,
                         workdir=_OUT.workdir.value, publish=_OUT.publish.value,
                         fresh=_OUT.fresh.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -382,9 +383,22 @@ def build_dataset(config: ml_collections.ConfigDict) -> data_lib.Dataset:
 
 def build_client_data(config: ml_collections.ConfigDict,
                       dataset: data_lib.Dataset, byzantine: np.ndarray,
-                      attack: Optional[attacks.Attack] = None
-                      ) -> data_lib.ClientData:
-  """The training data split over clients, poisoned by a data attack."""
+                      attack: Optional[attacks.Attack] = None, *,
+                      rows: Optional[range] = None) -> data_lib.ClientData:
+  """The training data split over clients, poisoned by a data attack.
+
+  Args:
+    config: the experiment config.
+    dataset: the loaded data set.
+    byzantine: ``bool[C]`` Byzantine clients.
+    attack: the attack (its ``poison_data``, if any, is applied).
+    rows: only these client rows (a process's share in a multi-process run,
+      see :func:`robustfl_jax.fl.sharding.local_client_rows`); rows at or past
+      ``num_clients`` are empty padding clients. None: every client. Every
+      row is padded to the largest client of all, so the shares fit together.
+      A data-poisoning attack builds every client first (its random draws
+      span all of them) and then keeps ``rows``.
+  """
   if config.num_clients > len(dataset.y_train):
     raise ValueError(f"num_clients={config.num_clients} exceeds the "
                      f"{len(dataset.y_train)} training examples of "
@@ -393,11 +407,21 @@ def build_client_data(config: ml_collections.ConfigDict,
       config.data.partition, dataset.y_train, config.num_clients,
       seed=config.seed, alpha=config.data.alpha,
       classes_per_client=config.data.classes_per_client)
+  poisons = attack is not None and attack.poison_data is not None
+  if rows is not None and not poisons:
+    # Only this process's clients are gathered (the index lists are small).
+    mine = [parts[i] for i in rows if i < config.num_clients]
+    longest = max(len(p) for p in parts)
+    client_data = data_lib.to_client_data(dataset.x_train, dataset.y_train,
+                                          mine, max_examples=longest)
+    return sharding.take_rows(client_data, range(0, len(rows)))
   client_data = data_lib.to_client_data(dataset.x_train, dataset.y_train, parts)
-  if attack is not None and attack.poison_data is not None:
+  if poisons:
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0xDA7A)
     client_data = attack.poison_data(client_data, byzantine, key)
     client_data = data_lib.ClientData(*(np.asarray(a) for a in client_data))
+  if rows is not None:
+    client_data = sharding.take_rows(client_data, rows)
   return client_data
 
 
@@ -487,6 +511,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   protocols.validate(config)
 
 
+def updates_sharding(config: ml_collections.ConfigDict, mesh: Any) -> Any:
+  """Where the round places the ``[C, d]`` updates for ``aggregator.name``:
+  split along ``d`` for the rules that shard, else gathered with a
+  ``RuntimeWarning`` (see :func:`robustfl_jax.fl.sharding.aggregation_sharding`).
+  """
+  name = config.aggregator.name
+  if name in aggregators.RULES:
+    name = aggregators.RULES.canonical(name)
+  pres = tuple(config.aggregator.pre_aggregators)
+  return sharding.aggregation_sharding(
+      mesh, name, pres,
+      warn=lambda line: warnings.warn(line, RuntimeWarning, stacklevel=3))
+
+
 def build_experiment(config: ml_collections.ConfigDict,
                      mesh: Any = None) -> Experiment:
   """Validates ``config`` and builds the data, model, round and eval functions.
@@ -513,18 +551,23 @@ def build_experiment(config: ml_collections.ConfigDict,
   attack = build_attack(config, model=model, params=params, dataset=dataset,
                         aggregator=aggregator, probe=probe)
   byzantine = byzantine_mask(config)
-  client_data = build_client_data(config, dataset, byzantine, attack)
   if mesh is None and config.shard_clients and jax.device_count() > 1:
     mesh = sharding.client_mesh()
+  # Each process builds only the client rows its devices hold.
+  rows = (None if mesh is None
+          else sharding.local_client_rows(int(config.num_clients), mesh))
+  client_data = build_client_data(config, dataset, byzantine, attack,
+                                  rows=rows)
   round_fn, init_fn = protocols.build_round(
       config, model=model, params=params, aggregator=aggregator,
       attack=attack, scorer=build_scorer(config),
       train_loss=adversarial_hooks.train_loss(config),
       max_examples=client_data.max_examples,
-      client_execution=client_execution(config, mesh))
-  fed = FederatedData(client_data.x, client_data.y, client_data.count,
-                      byzantine)
-  fed = sharding.shard_federated_data(fed, mesh)
+      client_execution=client_execution(config, mesh),
+      updates_sharding=updates_sharding(config, mesh))
+  flags = byzantine if rows is None else sharding.rows_of(byzantine, rows)
+  fed = FederatedData(client_data.x, client_data.y, client_data.count, flags)
+  fed = sharding.federated_data_from_local(fed, int(config.num_clients), mesh)
   evaluation = {} if attack is None else dict(attack.evaluation)
   eval_fn = make_eval_fn(model.apply, dataset.x_test, dataset.y_test,
                          dataset.num_classes, **evaluation)
@@ -537,6 +580,8 @@ def build_experiment(config: ml_collections.ConfigDict,
   return Experiment(
       config=config, dataset=dataset, model=model, data=fed,
       byzantine=byzantine, init_state=init_state,
-      round_fn=jax.jit(round_fn, donate_argnums=(0,)), eval_fn=jax.jit(eval_fn),
+      round_fn=jax.jit(round_fn, donate_argnums=(0,),
+                       out_shardings=sharding.replicated(mesh)),
+      eval_fn=jax.jit(eval_fn, out_shardings=sharding.replicated(mesh)),
       num_params=models_lib.param_count(params), mesh=mesh,
       aggregator=aggregator, attack=attack)

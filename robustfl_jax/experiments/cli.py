@@ -14,7 +14,12 @@ every script the same behaviour:
 * Ctrl-C prints one line (where the run stopped, its last checkpoint) and
   exits with status 130;
 * ``--help`` exits 0; the INFO chatter of absl, orbax and JAX's backend
-  discovery is not shown unless ``--verbosity=1``.
+  discovery is not shown unless ``--verbosity=1``;
+* ``--coordinator_address``, ``--num_processes`` and ``--process_id`` (with
+  the output flags) make the script one process of a multi-process run:
+  :func:`run` calls :func:`robustfl_jax.distributed.initialize` before
+  ``main``; unset, a cluster (SLURM, a TPU pod, a coordinator in the
+  environment) is detected, else the run is one process.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from robustfl_jax import distributed
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments.config import load_config
 from robustfl_jax.experiments.runner import Interrupted, RunResult, train
@@ -69,6 +75,7 @@ def define_output_flags(default_workdir: str = "runs/<config file name>"
   """Defines ``--workdir``, ``--fresh`` and ``--publish`` (shown in the
   calling script's ``--help``)."""
   module = _caller_module()
+  define_distributed_flags(module)
   return OutputFlags(
       flags.DEFINE_string("workdir", None,
                           f"Output folder; default {default_workdir}.",
@@ -79,6 +86,38 @@ def define_output_flags(default_workdir: str = "runs/<config file name>"
       flags.DEFINE_bool("publish", False, "Write docs/results/<name>.md and "
                         "the README's headline figure from this run.",
                         module_name=module))
+
+
+_DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id",
+                      "coordinator_timeout")
+
+
+def define_distributed_flags(module: Optional[str] = None) -> None:
+  """``--coordinator_address``, ``--num_processes``, ``--process_id`` and
+  ``--coordinator_timeout`` (read by :func:`run`)."""
+  module = module or _caller_module()
+  flags.DEFINE_string(
+      "coordinator_address", None, "host:port of process 0 in a multi-process "
+      "run (unset: detected on SLURM or a TPU pod, else one process).",
+      module_name=module)
+  flags.DEFINE_integer("num_processes", None, "Processes in the run.",
+                       module_name=module)
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 to "
+                       "num_processes - 1; process 0 writes the outputs.",
+                       module_name=module)
+  flags.DEFINE_integer("coordinator_timeout", 100, "Seconds after which a "
+                       "silent process counts as dead and the others stop "
+                       "with an error.", module_name=module)
+
+
+def _initialize_distributed() -> None:
+  """Joins the multi-process run the flags (or the cluster) describe."""
+  if "coordinator_address" not in flags.FLAGS:
+    return
+  values = {n: flags.FLAGS[n].value for n in _DISTRIBUTED_FLAGS}
+  distributed.initialize(values["coordinator_address"],
+                         values["num_processes"], values["process_id"],
+                         heartbeat_timeout_s=values["coordinator_timeout"])
 
 
 def load(holder: flags.FlagHolder):
@@ -119,8 +158,16 @@ def run(main: Callable[[list[str]], Any], argv: Optional[list[str]] = None):
   _quiet(verbose=False)
   asked_help = any(a in ("-h", "-?", "--help", "--helpshort", "--helpfull",
                          "--helpxml") for a in rest[1:])
+  def main_of_process(args):
+    try:
+      _initialize_distributed()
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+    return main(args)
+
   try:
-    app.run(main, argv=rest, flags_parser=_parse)
+    app.run(main_of_process, argv=rest, flags_parser=_parse)
   except SystemExit as e:
     if asked_help:  # absl exits 1 after printing help that was asked for
       sys.exit(0)
@@ -201,6 +248,8 @@ def train_main(config, *, config_path: Optional[str], workdir: Optional[str],
   def run():
     cfg = load(config) if isinstance(config, flags.FlagHolder) else config
     result = train(cfg, workdir, log=say, fresh=fresh)
+    if not distributed.is_main_process():
+      return  # process 0 reports and publishes
     s = result.summary
     say(f"final test accuracy {reporting.fmt(s['final_test_accuracy'], '.4f')}"
         f", loss {reporting.fmt(s['final_test_loss'], '.4f')} after "

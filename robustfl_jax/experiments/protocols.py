@@ -83,8 +83,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def build_round(config: ml_collections.ConfigDict, *, model: Any, params: Any,
                 aggregator: Any, attack: Any, scorer: Optional[Callable],
                 train_loss: Optional[Callable], max_examples: int,
-                client_execution: str = "vmap"):
+                client_execution: str = "vmap", updates_sharding: Any = None):
   """``(round_fn, init_state)`` of ``config.protocol``.
+
+  ``updates_sharding`` places the ``[C, d]`` updates of the synchronous
+  round before aggregation (see :func:`robustfl_jax.fl.round.make_round_fn`);
+  the asynchronous protocol leaves them where XLA puts them.
 
   Returns:
     The unjitted ``round_fn(state, data, key=None) -> (state, metrics)`` and
@@ -116,7 +120,8 @@ def build_round(config: ml_collections.ConfigDict, *, model: Any, params: Any,
 
   round_fn = make_round_fn(model.apply, params, scorer=scorer,
                            client_momentum=float(config.client.momentum),
-                           client_execution=client_execution, **common)
+                           client_execution=client_execution,
+                           updates_sharding=updates_sharding, **common)
 
   def init_state(key):
     return init_server_state(params, server_opt, aggregator, n, key,

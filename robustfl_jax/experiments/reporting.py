@@ -8,6 +8,10 @@ canvas directly: the library never changes matplotlib's global backend.
 :func:`publish` is how a result reaches ``docs/results/<name>.md`` and the
 README: it writes the document from the run's own markdown and replaces the
 README line marked ``<!-- result:<name> -->`` with the run's headline figure.
+
+In a multi-process run (:mod:`robustfl_jax.distributed`) only process 0
+writes files, figures and published results; the other processes' calls
+return the same path and write nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
+
+from robustfl_jax import distributed
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -51,12 +57,23 @@ def write_json(path: str, obj: Any, indent: Optional[int] = 1) -> str:
 
 
 def write_text(path: str, text: str) -> str:
-  """Writes ``text`` to ``path`` through a temporary file and a rename."""
+  """Writes ``text`` to ``path`` through a temporary file and a rename
+  (process 0 only)."""
+  if not distributed.is_main_process():
+    return path
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, path)
+  return path
+
+
+def append_json_line(path: str, obj: Any) -> str:
+  """Appends ``obj`` (arrays converted) as one JSON line (process 0 only)."""
+  if distributed.is_main_process():
+    with open(path, "a") as out:
+      out.write(json.dumps(to_json(obj)) + "\n")
   return path
 
 
@@ -105,7 +122,10 @@ def new_figure(figsize=(6.0, 4.0)):
 
 
 def save_figure(fig, path: str, dpi: int = 110, **kwargs) -> str:
-  """Saves ``fig`` as PNG to ``path`` (folders created); returns ``path``."""
+  """Saves ``fig`` as PNG to ``path`` (folders created; process 0 only);
+  returns ``path``."""
+  if not distributed.is_main_process():
+    return path
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=dpi, **kwargs)
   return path
@@ -193,6 +213,9 @@ def publish(name: str, markdown: str, *, command: str,
     The path of the document.
   """
   import shutil  # pylint: disable=import-outside-toplevel
+  path = os.path.join(docs_dir, f"{name}.md")
+  if not distributed.is_main_process():
+    return path
   os.makedirs(docs_dir, exist_ok=True)
   links = []
   for path in files:
@@ -204,7 +227,7 @@ def publish(name: str, markdown: str, *, command: str,
          "by hand: rerun the command.\n\n" + markdown.strip() + "\n")
   if links:
     doc += "\n" + "\n\n".join(links) + "\n"
-  path = write_text(os.path.join(docs_dir, f"{name}.md"), doc)
+  write_text(path, doc)
   if headline is not None and os.path.exists(readme):
     update_readme_result(readme, name, headline)
   return path

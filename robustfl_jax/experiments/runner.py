@@ -28,6 +28,11 @@ run ends bit-identical to an uninterrupted one. A larger ``num_rounds``
 continues the run; a smaller one than the rounds completed is refused. The
 earlier ``summary.json`` and ``metrics.png`` are kept in
 ``previous/<date-time>/`` before they are written again.
+
+In a run of several processes (:mod:`robustfl_jax.distributed`) every
+process trains, checkpoints and restores collectively (the work directory
+must be on a file system they share); only process 0 logs and writes
+``config.json``, ``metrics.jsonl``, ``summary.json`` and ``metrics.png``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from robustfl_jax import distributed
 from robustfl_jax.checkpoint import Checkpointer
 from robustfl_jax.experiments import adversarial as adversarial_hooks
 from robustfl_jax.experiments import reporting
@@ -197,16 +203,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         f"{workdir} has completed {completed} rounds; num_rounds={num_rounds} "
         f"asks for fewer. Ask for at least {completed} or use another "
         "--workdir.")
-  # Multi-host: every process trains and checkpoints (orbax coordinates the
-  # shared checkpoint folder); only process 0 logs and writes the outputs.
-  out_dir = workdir
-  if jax.process_index() != 0:
-    out_dir = os.path.join(workdir, f"process_{jax.process_index()}")
-    os.makedirs(out_dir, exist_ok=True)
+  # Several processes: every one trains and checkpoints (orbax writes the
+  # shared checkpoint folder collectively); only process 0 logs and writes
+  # config.json, metrics.jsonl, summary.json and metrics.png.
+  main = distributed.is_main_process()
+  if not main:
     log = lambda _: None
   exp = experiment if experiment is not None else build_experiment(config)
-  reporting.write_text(os.path.join(out_dir, "config.json"),
-                       config.to_json_best_effort(indent=2, sort_keys=True))
+  if main:
+    reporting.write_text(os.path.join(workdir, "config.json"),
+                         config.to_json_best_effort(indent=2, sort_keys=True))
   state = exp.init_state()
   start_round = 0
   ckpt = Checkpointer(ckpt_dir) if checkpoint else None
@@ -222,8 +228,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       raise workdir_lib.WorkdirError(
           f"no checkpoint in {ckpt_dir} passes its checks (each was kept as "
           "corrupt_*); rerun with --fresh to move them aside and start anew.")
-  if jax.process_index() == 0:
-    kept = workdir_lib.set_aside(out_dir, ["summary.json", "metrics.png"])
+  if main:
+    kept = workdir_lib.set_aside(workdir, ["summary.json", "metrics.png"])
     if kept:
       log(f"kept the earlier summary and plot in {kept}")
   log(f"{exp.dataset.name}: {config.num_clients} clients "
@@ -231,18 +237,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       f"model {config.model.name} with {exp.num_params:,} parameters, "
       f"aggregator {config.aggregator.name}, {num_rounds} rounds")
 
-  metrics_path = os.path.join(out_dir, "metrics.jsonl")
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
   rows = _read_metrics(metrics_path, start_round)
-  with open(metrics_path, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
+  if main:
+    with open(metrics_path, "w") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
 
   t_start = time.time()
   t_last, prev_done = time.time(), start_round
   steady_rounds, steady_seconds = 0, 0.0
   done, saved = start_round, start_round
   try:
-    with open(metrics_path, "a") as metrics_file, _stop_requested() as flag:
+    with (open(metrics_path, "a") if main else contextlib.nullcontext(None)
+          ) as metrics_file, _stop_requested() as flag:
       for r in range(start_round, num_rounds):
         if flag["stop"]:
           raise KeyboardInterrupt
@@ -266,10 +274,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
         seconds_per_round = steady_seconds / max(steady_rounds, 1)
         t_last, prev_done = now, done
         if is_eval:
-          row = _metrics_row(done, jax.device_get(exp.eval_fn(state.params)),
-                             jax.device_get(round_metrics), now - t_start)
-          metrics_file.write(json.dumps(row) + "\n")
-          metrics_file.flush()
+          row = _metrics_row(done,
+                             distributed.to_host(exp.eval_fn(state.params)),
+                             distributed.to_host(round_metrics),
+                             now - t_start)
+          if main:
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
           rows.append(row)
           if row["test_loss"] is None:
             log(f"warning: non-finite test loss at round {done}")
@@ -288,10 +299,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
       ckpt.close()
 
   summary = _summary(config, exp, state, rows, start_round, t_start)
-  reporting.write_json(os.path.join(out_dir, "summary.json"), summary,
-                       indent=2)
-  if plot and rows:
-    reporting.plot_metrics(rows, os.path.join(out_dir, "metrics.png"),
+  if main:
+    reporting.write_json(os.path.join(workdir, "summary.json"), summary,
+                         indent=2)
+  if main and plot and rows:
+    reporting.plot_metrics(rows, os.path.join(workdir, "metrics.png"),
                            title=f"{config.data.name} / "
                                  f"{config.aggregator.name} / "
                                  f"{config.attack.name}")
@@ -304,8 +316,8 @@ def _summary(config, exp: Experiment, state: ServerState, rows: list,
   summary = {
       "final_test_accuracy": final.get("test_accuracy"),
       "final_test_loss": final.get("test_loss"),
-      "rounds_completed": int(jax.device_get(state.round)),
-      "params_sha256": params_sha256(jax.device_get(state.params)),
+      "rounds_completed": int(distributed.to_host(state.round)),
+      "params_sha256": params_sha256(distributed.to_host(state.params)),
       "num_params": exp.num_params,
       "best_test_accuracy": max((r["test_accuracy"] or 0.0) for r in rows)
                             if rows else None,

@@ -28,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -112,7 +111,7 @@ def run_sweep(base_config: ml_collections.ConfigDict, workdir: str, *,
         row.update(run_cell(config, os.path.join(workdir,
                                                  f"{attack}_{rule}_f{f}")))
         rows.append(row)
-        _append_jsonl(jsonl, row)
+        reporting.append_json_line(jsonl, row)
         done = len(rows)
         eta = (time.time() - t0) / done * (total - done)
         acc = row["final_test_accuracy"]
@@ -144,11 +143,6 @@ def _check_grid(attacks, aggregators, num_byzantine) -> list[int]:
   if any(f < 0 for f in fs):
     raise ValueError(f"num_byzantine must be >= 0; got {fs}.")
   return fs
-
-
-def _append_jsonl(path: str, row: dict) -> None:
-  with open(path, "a") as out:
-    out.write(json.dumps(reporting.to_json(row)) + "\n")
 
 
 def grid_axes(rows: Sequence[dict]) -> tuple[list, list, list]:

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import ml_collections
 
+from robustfl_jax import distributed
+
 EXPERIMENT_FILE = "experiment.json"
 PREVIOUS = "previous"
 # Fields that say how long a run goes and how often it reports, not what it
@@ -135,6 +137,9 @@ def claim(workdir: str, config: ml_collections.ConfigDict, *,
           log=lambda line: None) -> dict:
   """Makes ``workdir`` this experiment's, or refuses.
 
+  In a multi-process run every process checks the directory as it found it
+  (so all refuse together), then process 0 alone writes, and all wait for it.
+
   Args:
     workdir: the folder.
     config: the resolved config of the run.
@@ -152,15 +157,18 @@ def claim(workdir: str, config: ml_collections.ConfigDict, *,
     WorkdirError: not writable, or another experiment's directory (the
       message names the differing fields and how to proceed).
   """
-  ensure_writable(workdir)
+  main = distributed.is_main_process()
+  if main:
+    ensure_writable(workdir)
   fields = {"kind": kind, **result_fields(config, ignore)}
   record = {"kind": kind, "fingerprint": fingerprint(fields),
             "fields": fields}
   old = read_record(workdir)
-  holds_outputs = any(n != PREVIOUS for n in os.listdir(workdir))
+  holds_outputs = os.path.isdir(workdir) and any(
+      n != PREVIOUS and not n.startswith(".write_test_")
+      for n in os.listdir(workdir))
   if fresh and holds_outputs:
-    moved = move_aside(workdir)
-    log(f"moved the earlier outputs of {workdir} to {moved}")
+    pass
   elif old is None and holds_outputs:
     raise WorkdirError(
         f"{workdir} holds outputs of an unrecorded experiment; use another "
@@ -172,11 +180,18 @@ def claim(workdir: str, config: ml_collections.ConfigDict, *,
         f"{_difference(old.get('fields', {}), fields)}); use another "
         "--workdir, or --fresh to move its outputs to "
         f"{os.path.join(workdir, PREVIOUS)}/<date-time>/ and start anew.")
-  path = os.path.join(workdir, EXPERIMENT_FILE)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump({**record, "config": flatten(config)}, f, indent=1, default=str)
-  os.replace(tmp, path)
+  distributed.barrier("robustfl-claim-checked")
+  if main:
+    if fresh and holds_outputs:
+      moved = move_aside(workdir)
+      log(f"moved the earlier outputs of {workdir} to {moved}")
+    path = os.path.join(workdir, EXPERIMENT_FILE)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump({**record, "config": flatten(config)}, f, indent=1,
+                default=str)
+    os.replace(tmp, path)
+  distributed.barrier("robustfl-claimed")
   return record
 
 
@@ -191,6 +206,8 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *, kind: str,
     The folder the earlier files went to, or None.
   """
   claim(workdir, config, kind=kind, fresh=fresh, log=log)
+  if not distributed.is_main_process():
+    return None
   files = [n for n in os.listdir(workdir) if n != EXPERIMENT_FILE
            and os.path.isfile(os.path.join(workdir, n))]
   kept = set_aside(workdir, files)

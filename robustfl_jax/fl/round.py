@@ -181,7 +181,8 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
                   scorer: Optional[ScorerFn] = None,
                   client_momentum: float = 0.0,
                   train_loss: Optional[Callable] = None,
-                  client_execution: str = "vmap") -> Callable:
+                  client_execution: str = "vmap",
+                  updates_sharding: Any = None) -> Callable:
   """Builds the (unjitted) pure round function.
 
   Args:
@@ -207,6 +208,10 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       round (``lax.map``). Same results; ``"map"`` is the fast choice for
       convolutional models on CPU, where per-client kernels turn vmapped
       convolutions into grouped ones that XLA's CPU backend runs slowly.
+    updates_sharding: a ``jax.sharding.Sharding`` the ``[C, d]`` updates are
+      constrained to before the attack and the aggregator (e.g.
+      :func:`robustfl_jax.fl.sharding.params_sharding`, split along ``d``);
+      None leaves the placement to XLA.
 
   Returns:
     ``round_fn(state, data, key=None) -> (state, metrics)``; jit it (the
@@ -251,6 +256,10 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     losses = result.loss[:num_clients]
     byzantine = data.byzantine[:num_clients]
 
+    if updates_sharding is not None:
+      # Client-split -> parameter-split (an all-to-all): the attack and the
+      # rule then run on [C, d / D] per device.
+      updates = jax.lax.with_sharding_constraint(updates, updates_sharding)
     client_state = state.client_state
     if client_momentum > 0:
       updates = client_momentum * client_state + (1.0 - client_momentum) * updates

@@ -118,3 +118,19 @@ def test_unknown_suite_fails_before_running(tmp_path, fake_suite):
   assert not fake_suite and not list(tmp_path.iterdir())
   assert benchmarks.check_suites([]) == list(benchmarks.SUITES)
   assert benchmarks.check_suites(["coreset", "aggregators"]) == ["coreset", "aggregators"]
+
+
+def test_scaling_rows_and_markdown():
+  """One device in this process: both placements measured, sharded bytes
+  reported per device; the table has a row per rule."""
+  from robustfl_jax.experiments.benchmarks import scaling  # pylint: disable=import-outside-toplevel
+  rows = scaling.measure(1, shapes=[(8, 256)], rules=["coordinate_median",
+                                                       "krum"],
+                         num_byzantine=1, repeats=1, skip_time=False)
+  assert [r["rule"] for r in rows] == ["coordinate_median", "krum"]
+  for r in rows:
+    assert r["matrix_bytes"] == 8 * 256 * 4
+    assert r["sharded_bytes"] >= r["matrix_bytes"]  # the input is counted
+    assert r["sharded_s"] > 0 and r["gathered_s"] > 0
+  text = scaling.to_markdown({"backend": "cpu", "rows": rows})
+  assert "| 1 | 8 | 256 | krum |" in text

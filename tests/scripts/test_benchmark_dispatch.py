@@ -8,7 +8,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SUITES = ("aggregators", "simulation", "coreset", "adversarial")
+SUITES = ("aggregators", "simulation", "coreset", "adversarial", "scaling")
 
 
 def _run(*args, timeout=300):

@@ -27,13 +27,14 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 from robustfl_jax.experiments import cli, reporting
 from robustfl_jax.experiments.benchmarks import (adversarial, aggregators,
-                                                 coreset, simulation)
+                                                 coreset, scaling, simulation)
 
 SUITES = {
     "aggregators": aggregators,  # robust rules at an (n, d) grid vs NumPy
     "simulation": simulation,  # vmapped clients vs a Python loop
     "coreset": coreset,  # PatchCore coreset and 1-NN scores vs NumPy
     "adversarial": adversarial,  # one jitted PGD vs a loop of steps
+    "scaling": scaling,  # aggregation split along d vs gathered, 1-4 devices
 }
 DEFAULT_OUT_DIR = os.path.join("results", "benchmark")
 
