@@ -84,7 +84,9 @@ def get_config():
   # keeps equally bad one-label clients (0.853, 0% excluded); global - 0.05
   # excludes 75% of honest IID clients.
   config.aggregator.threshold_rule = "global"
-  config.aggregator.margin = 0.2
+  config.aggregator.margin = 0.2   # replaced by the calibrated margin
+  # The filter only records in the first rounds (near-chance models).
+  config.aggregator.warmup_rounds = 5
 
   config.grid = ml_collections.ConfigDict()
   # Server rules (aggregator.name), adversaries (attack.name or "none") and
@@ -97,4 +99,11 @@ def get_config():
   config.grid.partitions = ("iid", "dirichlet", "one_label")
   # The mode-collapse comparison: samples per class drawn from each GAN.
   config.grid.diversity_per_class = 50
+  # Seeds per cell (partition and run randomness), reported as mean +- sd.
+  config.grid.seeds = (0, 1, 2)
+  # The GAN filter's margin is fitted to at most this fraction of honest
+  # exclusions after the warm-up, IID without attack, on its own seed (None:
+  # keep aggregator.margin).
+  config.grid.calibrate_fpr = 0.05
+  config.grid.calibration_seed = 100
   return config
