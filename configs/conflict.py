@@ -23,9 +23,9 @@ gan.json, meta.json}``; ``--publish`` also writes
 
 Result (``--fresh --publish``, 2026-12-03, 12 min 54 s wall on the shared
 2-core CPU, load average 3.5 at the start, 5.5 at the end), mean over 3
-seeds, final test
-accuracy without attack / under the distance-bounded adversary / class-6
-accuracy under the targeted one, iid | Dirichlet 0.1 | one label:
+seeds, final test accuracy without attack / under the distance-bounded
+adversary / class-6 accuracy under the targeted one, iid | Dirichlet 0.1 |
+one label:
 
   mean         0.935 / 0.909 / 0.91 | 0.899 / 0.354 / 0.27 | 0.860 / 0.139 / 0.00
   geo. median  0.935 / 0.926 / 0.96 | 0.863 / 0.515 / 0.51 | 0.848 / 0.382 / 0.00
