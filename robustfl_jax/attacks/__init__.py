@@ -51,6 +51,7 @@ from robustfl_jax.attacks._simple import zero
 from robustfl_jax.attacks._strategic import attacker_sample
 from robustfl_jax.attacks._strategic import distance_bounded
 from robustfl_jax.attacks._strategic import honest_ball
+from robustfl_jax.attacks._strategic import poison_objective
 from robustfl_jax.attacks._strategic import validation_evading
 from robustfl_jax.attacks._targeted import auxiliary_set
 from robustfl_jax.attacks._targeted import boost
@@ -76,6 +77,7 @@ __all__ = (
     "get", "gradient_attack", "honest_ball", "hparams", "ipm", "label_flip",
     "make_alternating_minimization", "mimic", "mimic_target", "min_max",
     "min_sum", "model_replacement", "names", "non_finite", "poison_clients",
+    "poison_objective",
     "random", "register_attack", "register_factory", "scaling", "sign_flip",
     "stealth", "targeted_label_flip", "targeted_objective", "tpa", "tpa_am",
     "validation_evading", "zero",

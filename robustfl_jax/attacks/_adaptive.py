@@ -125,7 +125,9 @@ def aggregator_aware(rule: Rule, direction: str = "unit", max_scale: Any = 10.0,
 
 @register_factory()
 def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
-                    step_size: Any = 0.1, relative: bool = True) -> AttackFn:
+                    step_size: Any = 0.1, relative: bool = True,
+                    objective: Optional[Callable[..., Array]] = None
+                    ) -> AttackFn:
   """Builds a gradient-based attack through a differentiable rule.
 
   The Byzantine rows ``Y`` maximise ``||rule(updates with Y) - mean||^2`` by
@@ -154,9 +156,13 @@ def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
     num_steps: static number of ascent steps, >= 0.
     step_size: step length as a fraction of the radius, > 0.
     relative: whether ``budget`` is relative to ``R``.
+    objective: ``objective(aggregate [d], honest_mean [d], **context) ->
+      scalar`` to maximise instead of ``||aggregate - mean||^2``; the
+      context keywords given to the attack are passed on (e.g. a targeted
+      loss reads ``global_params``).
 
   Returns:
-    ``attack(key, updates, byzantine_mask) -> updates``.
+    ``attack(key, updates, byzantine_mask, **context) -> updates``.
 
   Raises:
     ValueError: for negative ``budget``, non-positive ``step_size`` or a
@@ -171,7 +177,7 @@ def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
   _common.check_positive("gradient_attack", "step_size", step_size)
   num_steps = _common.static_int("gradient_attack", "num_steps", num_steps)
 
-  def attack(key, updates, byzantine_mask):
+  def attack(key, updates, byzantine_mask, **context):
     updates, byzantine_mask = _common.check_inputs("gradient_attack", updates, byzantine_mask)
     ct = _common.compute_dtype(updates.dtype)
     x = updates.astype(ct)
@@ -186,11 +192,13 @@ def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
       shrink = jnp.where(norm > radius, radius / jnp.where(norm > 0, norm, 1), 1)
       return mean + offset * shrink
 
-    def objective(y):
+    def value(y):
       out = rule(jnp.where(byzantine_mask[:, None], y, x)).astype(ct)
-      return jnp.sum(jnp.square(out - mean))
+      if objective is None:
+        return jnp.sum(jnp.square(out - mean))
+      return jnp.asarray(objective(out, mean, **context), ct)
 
-    grad_fn = jax.value_and_grad(objective)
+    grad_fn = jax.value_and_grad(value)
     start = mean + radius * _common.poison_direction("unit", mean, mean)
     jitter_scale = 0.01 * radius / jnp.sqrt(jnp.asarray(x.shape[1], ct))
     jitter = jax.random.normal(key, x.shape, ct) * jitter_scale
@@ -210,7 +218,7 @@ def gradient_attack(rule: Rule, budget: Any = 1.0, num_steps: int = 50,
 
     init = (y0, y0, jnp.asarray(-jnp.inf, ct))
     y, best_y, best_value = jax.lax.fori_loop(0, num_steps, step, init)
-    last_value = objective(y)
+    last_value = value(y)
     best_y = jnp.where(last_value > best_value, y, best_y)
     return _common.replace_rows(updates, byzantine_mask, best_y)
 

@@ -45,9 +45,43 @@ Rule = Callable[[Array], Array]
 DISTANCE_RULES = aggregators.DIFFERENTIABLE_RULES
 
 
+OBJECTIVES = ("distance", "targeted")
+
+
+def poison_objective(apply_fn: Callable, params_template: Any,
+                       x_attack: Any, y_attack: Any, target_class: int,
+                       flip_to: int) -> Callable[..., Array]:
+  """The targeted objective: ``-CE`` of ``w + aggregate`` on the poison set.
+
+  The poison set is the attacker's data with ``target_class`` relabelled
+  ``flip_to`` (the other classes keep their labels), as in
+  :func:`validation_evading`; maximising ``-CE`` (minimising the poison
+  loss) maximises the loss of ``target_class`` under its true label while
+  keeping the other classes. ``objective(aggregate, mean, *, global_params)``.
+  """
+  if target_class == flip_to:
+    raise ValueError("distance_bounded (targeted) needs target != source; "
+                     f"got both {target_class}.")
+  x_attack = jnp.asarray(x_attack, jnp.float32)
+  labels = jnp.where(jnp.asarray(y_attack) == target_class, flip_to,
+                     jnp.asarray(y_attack)).astype(jnp.int32)
+  _, unravel = jax.flatten_util.ravel_pytree(params_template)
+
+  def objective(aggregate, mean, *, global_params):
+    del mean
+    flat = jnp.asarray(global_params, aggregate.dtype) + aggregate
+    logits = apply_fn({"params": unravel(flat)}, x_attack, train=False)
+    return -jnp.mean(
+        optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+  return objective
+
+
 def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
                      budget: Any = 1.0, num_steps: int = 30,
-                     step_size: Any = 0.1) -> Callable:
+                     step_size: Any = 0.1,
+                     objective: Optional[Callable[..., Array]] = None
+                     ) -> Callable:
   """Builds the distance-bounded adversary against a distance-based rule.
 
   Maximises ``|rule(updates with Byzantine rows Y) - honest mean|^2`` over
@@ -55,7 +89,10 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
   around the honest mean (``R``: the largest distance from an honest update
   to the honest mean; ``budget = 1`` is "no farther than some honest
   client"), by ``num_steps`` projected gradient steps through the rule
-  (:func:`robustfl_jax.attacks.gradient_attack`).
+  (:func:`robustfl_jax.attacks.gradient_attack`). With ``objective`` (e.g.
+  :func:`poison_objective`) the ascent maximises
+  ``objective(rule(...), mean, global_params=w)`` instead, under the same
+  bound: the strategic adversary of arXiv:2402.13700 pursuing a target class.
 
   Args:
     rule: a name from :data:`DISTANCE_RULES` (built with
@@ -67,9 +104,12 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
     budget: the ball radius relative to ``R``, >= 0.
     num_steps: projected ascent steps.
     step_size: step length as a fraction of the radius.
+    objective: None (the distance) or ``objective(aggregate, mean, *,
+      global_params) -> scalar`` to maximise.
 
   Returns:
-    ``attack(key, updates, byzantine_mask) -> updates``.
+    ``attack(key, updates, byzantine_mask)``, or with ``objective``
+    ``attack(key, updates, byzantine_mask, *, global_params)``.
 
   Guarantees: every Byzantine row is within ``budget * R`` of the honest mean
   (up to float rounding; tested); honest rows are returned unchanged.
@@ -84,12 +124,20 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
     rule_fn, name = rule, getattr(rule, "__name__", "rule")
   attack = _adaptive.gradient_attack(rule_fn, budget=budget,
                                      num_steps=num_steps, step_size=step_size,
-                                     relative=True)
+                                     relative=True, objective=objective)
 
-  def distance_bounded_attack(key, updates, byzantine_mask):
-    if key is None:
-      key = jax.random.PRNGKey(0)
-    return attack(key, updates, byzantine_mask)
+  if objective is None:
+    def distance_bounded_attack(key, updates, byzantine_mask):
+      if key is None:
+        key = jax.random.PRNGKey(0)
+      return attack(key, updates, byzantine_mask)
+  else:
+    def distance_bounded_attack(key, updates, byzantine_mask, *,
+                                global_params):
+      if key is None:
+        key = jax.random.PRNGKey(0)
+      return attack(key, updates, byzantine_mask,
+                    global_params=global_params)
 
   distance_bounded_attack.__doc__ = f"distance_bounded attack against {name}."
   return distance_bounded_attack
@@ -98,11 +146,37 @@ def distance_bounded(rule: Any, rule_hparams: Optional[dict] = None,
 @register_factory("distance_bounded")
 def _distance_bounded_against_rule(*, rule_name: str,
                                    rule_hparams: Optional[dict] = None,
+                                   apply_fn: Optional[Callable] = None,
+                                   params: Any = None, dataset: Any = None,
+                                   seed: int = 0,
                                    budget: float = 1.0, num_steps: int = 30,
-                                   step_size: float = 0.1) -> Callable:
-  """:func:`distance_bounded` against the experiment's rule (by its name)."""
+                                   step_size: float = 0.1,
+                                   objective: str = "distance",
+                                   source: int = 6, target: int = 3,
+                                   attacker_per_class: int = 20) -> Callable:
+  """:func:`distance_bounded` against the experiment's rule (by its name).
+
+  ``objective="targeted"`` maximises the poison objective of
+  :func:`poison_objective` (class ``source`` pushed to ``target``) on
+  ``attacker_per_class`` training examples per class (the validation-evading
+  adversary's data, same draw) under the same distance bound.
+  """
+  if objective not in OBJECTIVES:
+    raise ValueError(f"objective={objective!r} is not known; choose one of "
+                     f"{OBJECTIVES}.")
+  fn = None
+  if objective == "targeted":
+    if apply_fn is None or params is None or dataset is None:
+      raise ValueError("objective='targeted' needs the model and the data "
+                       "set (an experiment supplies them).")
+    x_attack, y_attack = attacker_sample(dataset.x_train, dataset.y_train,
+                                         attacker_per_class,
+                                         dataset.num_classes, seed + 1)
+    fn = poison_objective(apply_fn, params, x_attack, y_attack, source,
+                            target)
   return distance_bounded(rule_name, rule_hparams, budget=budget,
-                          num_steps=num_steps, step_size=step_size)
+                          num_steps=num_steps, step_size=step_size,
+                          objective=fn)
 
 
 def honest_ball(updates: Array, byzantine_mask: Array) -> tuple[Array, Array]:

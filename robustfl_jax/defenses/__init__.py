@@ -22,18 +22,22 @@ from robustfl_jax.defenses._registry import (DEFENSES, Defense, get, names,
 from robustfl_jax.defenses.fltrust import (fltrust, fltrust_aggregate,
                                            fltrust_defense, fltrust_probe,
                                            root_set, trust_scores)
-from robustfl_jax.defenses.gan_filter import (THRESHOLD_RULES, accept_by_rule,
+from robustfl_jax.defenses.gan_filter import (THRESHOLD_RULES, Recording,
+                                              accept_by_rule, calibrate_margin,
                                               gan_filter, gan_filter_defense,
-                                              gan_filter_probe, shared_sample)
+                                              gan_filter_probe,
+                                              recording_filter, shared_sample)
 from robustfl_jax.defenses.wgan_gp import (GANResult, balanced_labels,
                                            gradient_penalty, sample,
                                            sample_diversity, train_gan)
 
 __all__ = [
     "BehaviourProbe", "DEFENSES", "Defense", "GANResult", "THRESHOLD_RULES",
-    "accept_by_rule", "accuracy_of", "balanced_labels", "fltrust",
+    "Recording", "accept_by_rule", "accuracy_of", "balanced_labels",
+    "calibrate_margin", "fltrust",
     "fltrust_aggregate", "fltrust_defense", "fltrust_probe", "gan_filter",
     "gan_filter_defense", "gan_filter_probe", "get", "gradient_penalty",
-    "names", "register", "root_set", "sample", "sample_diversity",
+    "names", "recording_filter", "register", "root_set", "sample",
+    "sample_diversity",
     "shared_sample", "train_gan", "trust_scores",
 ]

@@ -20,6 +20,17 @@ Threshold rules (the seed does not fix one; all three are offered, tested):
   group; if the two group means differ by less than ``margin`` the scores are
   one cluster and every valid client is kept.
 
+Warm-up and calibration: with ``warmup_rounds = w`` the filter only records
+in rounds ``0 .. w-1`` (it scores every client and keeps every valid one,
+FedAvg): early models are near chance on every validation set, so any
+accuracy rule misfires on them (the issue's 44-88% honest exclusion in rounds
+2-11 of the first grid). After the warm-up the rule applies. The margin of
+``"global"`` can be fitted (:func:`calibrate_margin`) to at most a target
+fraction of honest false positives from a recording run
+(:func:`recording_filter`) on IID data without attack: the experiment
+(:func:`robustfl_jax.experiments.conflict.calibrate_gan_filter`) does this
+on a calibration seed of its own, never on test data.
+
 Guarantees: a kept update's model reaches the rule's accuracy on the
 synthetic set; rows that are non-finite or masked are never kept; with no
 kept row the aggregate is zeros (the model is unchanged).
@@ -39,7 +50,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.flatten_util
@@ -147,7 +158,7 @@ def gan_filter_probe(apply_fn: Callable, params_template: Any,
 def gan_filter(apply_fn: Callable, params_template: Any,
                gan: wgan_gp.GANResult, *, per_class: int = 20,
                rule: str = "median", threshold: float = 0.5,
-               margin: float = 0.1) -> Aggregator:
+               margin: float = 0.1, warmup_rounds: int = 0) -> Aggregator:
   """The filter as an ``Aggregator`` that reads ``global_params`` from the context.
 
   Args:
@@ -159,12 +170,16 @@ def gan_filter(apply_fn: Callable, params_template: Any,
     threshold: accuracy threshold of ``"fixed"``.
     margin: slack of ``"median"`` and ``"global"``, minimum cluster gap of
       ``"two_cluster"``.
+    warmup_rounds: rounds (counted from the round context, 0-based) in which
+      the filter only records: every valid row is kept.
 
   Returns:
     ``Aggregator(init, update)``; ``update(updates, state, *, key, mask=None,
-    global_params, **context) -> (mean of kept rows, state, info)`` with
-    ``info`` holding ``scores`` (synthetic accuracy per client), ``selected``
-    (kept), ``rejected`` (masked or non-finite), ``weights``.
+    global_params, round=None, **context) -> (mean of kept rows, state,
+    info)`` with ``info`` holding ``scores`` (synthetic accuracy per client),
+    ``selected`` (kept), ``would_keep`` (the rule's decision, also in the
+    warm-up), ``rejected`` (masked or non-finite), ``weights``. Without a
+    ``round`` the warm-up is over.
 
   Raises:
     ValueError: an unknown rule or out-of-range settings (naming the
@@ -172,30 +187,119 @@ def gan_filter(apply_fn: Callable, params_template: Any,
   """
   probe = gan_filter_probe(apply_fn, params_template, gan, per_class=per_class,
                            rule=rule, threshold=threshold, margin=margin)
+  warmup_rounds = check_warmup(warmup_rounds)
 
   def init(params):
     del params
     return EmptyState()
 
   def update(updates, state, *, key=None, mask=None, global_params=None,
-             **context):
+             round=None, **context):  # pylint: disable=redefined-builtin
     del context
     key = round_context("gan_filter", global_params, key)
     finite, valid = finite_rows(updates, mask)
     rows = jnp.where(valid[:, None], updates, 0)
     ref = probe.reference(global_params, key)
     scores = jnp.where(valid, probe.score(ref, global_params, rows), 0.0)
-    kept = probe.accept(ref, scores, valid)
+    would_keep = probe.accept(ref, scores, valid)
+    recording = (jnp.asarray(False) if round is None
+                 else jnp.asarray(round) < warmup_rounds)
+    kept = jnp.where(recording, valid, would_keep)
     count = jnp.sum(kept)
     weights = kept.astype(jnp.float32) / jnp.maximum(count, 1)
     aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
     info = base.with_exclusion({"scores": scores, "selected": kept,
-                                "weights": weights,
+                                "would_keep": would_keep, "weights": weights,
                                 **base.base_info(finite, valid),
                                 "global_score": ref[2]}, valid)
     return aggregate, state, info
 
   return Aggregator(init, update)
+
+
+def check_warmup(warmup_rounds: Any) -> int:
+  """``warmup_rounds`` as an int >= 0 (a clear error otherwise)."""
+  if (isinstance(warmup_rounds, bool) or not isinstance(warmup_rounds, int)
+      or warmup_rounds < 0):
+    raise ValueError(f"warmup_rounds={warmup_rounds!r} must be an int >= 0.")
+  return warmup_rounds
+
+
+class Recording(NamedTuple):
+  """:func:`recording_filter`'s state: ``gaps[r, c]`` = global model's
+  synthetic accuracy minus client ``c``'s in round ``r`` (NaN: not
+  recorded or invalid)."""
+
+  gaps: Array
+
+
+def recording_filter(probe: BehaviourProbe, num_rounds: int,
+                     num_clients: int) -> Aggregator:
+  """The filter in record-only mode for ``num_rounds`` rounds of
+  ``num_clients`` clients (calibration).
+
+  Keeps every valid row (FedAvg) and records, per round, the gap between the
+  global model's score and each client's (``Recording.gaps``), from which
+  :func:`calibrate_margin` fits the ``"global"`` rule's margin. Reads
+  ``global_params`` and ``round`` from the round context.
+  """
+  def init(params):
+    del params
+    return Recording(jnp.full((num_rounds, num_clients), jnp.nan))
+
+  def update(updates, state, *, key=None, mask=None, global_params=None,
+             round=None, **context):  # pylint: disable=redefined-builtin
+    del context
+    key = round_context("recording_filter", global_params, key)
+    finite, valid = finite_rows(updates, mask)
+    rows = jnp.where(valid[:, None], updates, 0)
+    ref = probe.reference(global_params, key)
+    scores = probe.score(ref, global_params, rows)
+    gaps = state.gaps.at[round].set(jnp.where(valid, ref[2] - scores, jnp.nan))
+    weights = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)
+    aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
+    info = base.with_exclusion({"scores": scores, "selected": valid,
+                                "weights": weights,
+                                **base.base_info(finite, valid)}, valid)
+    return aggregate, Recording(gaps), info
+
+  return Aggregator(init, update)
+
+
+def calibrate_margin(gaps: Any, honest: Any, *, warmup_rounds: int = 0,
+                     max_false_positives: float = 0.05) -> float:
+  """The smallest ``"global"`` margin excluding at most the given fraction.
+
+  Args:
+    gaps: ``[R, n]`` global score minus client score per round
+      (:class:`Recording`; NaN entries are ignored).
+    honest: ``bool[n]``: the clients counted (the honest ones).
+    warmup_rounds: rounds ``0 .. w-1`` are left out (the filter only records
+      there).
+    max_false_positives: the largest fraction of honest (round, client)
+      decisions that may exclude, in ``[0, 1)``.
+
+  Returns:
+    ``m >= 0`` such that at most ``max_false_positives`` of the recorded
+    honest gaps exceed ``m`` (a client is kept when ``score >= global - m``,
+    i.e. ``gap <= m``).
+
+  Raises:
+    ValueError: out-of-range settings or no recorded honest gap after the
+      warm-up.
+  """
+  if not 0.0 <= max_false_positives < 1.0:
+    raise ValueError(f"max_false_positives={max_false_positives} must be in "
+                     "[0, 1).")
+  gaps = np.asarray(gaps, np.float64)[check_warmup(warmup_rounds):]
+  values = gaps[:, np.asarray(honest, bool)].ravel()
+  values = values[np.isfinite(values)]
+  if values.size == 0:
+    raise ValueError("calibrate_margin: no honest gap recorded after the "
+                     f"warm-up of {warmup_rounds} rounds.")
+  allowed = int(np.floor(max_false_positives * values.size))
+  m = float(np.sort(values)[values.size - 1 - allowed])
+  return max(m, 0.0)
 
 
 def shared_sample(x: Any, y: Any, fraction: float, num_classes: int,
@@ -228,7 +332,8 @@ def _check_gan_filter(shared_fraction: float = 0.005, gan_steps: int = 1000,
                       gan_learning_rate: float = 1e-4,
                       validation_per_class: int = 20,
                       threshold_rule: str = "median", threshold: float = 0.5,
-                      margin: float = 0.1) -> None:
+                      margin: float = 0.1, warmup_rounds: int = 0) -> None:
+  check_warmup(warmup_rounds)
   if not 0.0 < float(shared_fraction) <= 1.0:
     raise ValueError(f"shared_fraction={shared_fraction} must be in (0, 1].")
   if int(gan_steps) < 0:
@@ -247,7 +352,7 @@ def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
                        gan_steps: int = 1000, gan_learning_rate: float = 1e-4,
                        validation_per_class: int = 20,
                        threshold_rule: str = "median", threshold: float = 0.5,
-                       margin: float = 0.1) -> Defense:
+                       margin: float = 0.1, warmup_rounds: int = 0) -> Defense:
   """The GAN filter for an experiment.
 
   Trains the conditional WGAN-GP (``gan_steps`` Adam steps at
@@ -255,10 +360,11 @@ def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
   ``shared_fraction`` of each class of the training data (the seed shares
   0.5%) drawn with ``seed``, then filters with ``threshold_rule`` (see
   :func:`accept_by_rule`) on ``validation_per_class`` synthetic samples per
-  class each round.
+  class each round, after ``warmup_rounds`` rounds of recording only.
   """
   _check_gan_filter(shared_fraction, gan_steps, gan_learning_rate,
-                    validation_per_class, threshold_rule, threshold, margin)
+                    validation_per_class, threshold_rule, threshold, margin,
+                    warmup_rounds)
   x_shared, y_shared = shared_sample(dataset.x_train, dataset.y_train,
                                      float(shared_fraction),
                                      dataset.num_classes, seed)
@@ -268,6 +374,7 @@ def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
                           learning_rate=float(gan_learning_rate))
   hp = dict(per_class=int(validation_per_class), rule=threshold_rule,
             threshold=float(threshold), margin=float(margin))
-  return Defense(gan_filter(apply_fn, params, gan, **hp),
+  return Defense(gan_filter(apply_fn, params, gan, **hp,
+                            warmup_rounds=int(warmup_rounds)),
                  gan_filter_probe(apply_fn, params, gan, **hp),
                  {"generator": gan})

@@ -4,31 +4,44 @@ Defenses x adversaries x data partitions, from one config
 (``configs/conflict.py``): ``grid.defenses`` are server rules
 (``aggregator.name`` values: distance rules and behaviour-based defenses),
 ``grid.adversaries`` update attacks (``attack.name`` values, or ``"none"``),
-``grid.partitions`` data partitions. Every cell is the config with
-``aggregator.name`` and ``attack.name`` set, built by
+``grid.partitions`` data partitions, ``grid.seeds`` the seeds of every cell
+(each seed draws the partition and the run's randomness; the model
+initialisation and the GAN filter's generator come from ``seed``). A grid
+entry may set fields of its section (:func:`parse_spec`:
+``"alie:z_formula=blades"``, ``"distance_bounded:objective=targeted"``,
+``"gan_filter:shared_fraction=0.005"``). Every cell is the config with
+``aggregator.*`` and ``attack.*`` set, built by
 :mod:`robustfl_jax.experiments.builders`: the validation-evading adversary
 gets the defense's probe, the distance-bounded one differentiates through
 the rule (through the mean against a behaviour-based defense).
 
 For every defense one program is compiled and reused for all adversaries:
 the whole run (``num_rounds`` rounds as one ``lax.scan``, then the test
-evaluation) is vmapped over the partitions, which are padded to one shape,
+evaluation) is vmapped over the (seed, partition) pairs, padded to one shape,
 and the adversary is a ``lax.switch`` on a traced index. With the GAN filter
 in the grid, the server's conditional WGAN-GP is compared beforehand with a
-plain GAN trained on the same shared sample (mode collapse).
+plain GAN trained on the same shared sample (mode collapse), and with
+``grid.calibrate_fpr`` the filter's margin is fitted first
+(:func:`calibrate_gan_filter`: a recording run on IID data without attack,
+on ``grid.calibration_seed``, never on test data); the filter only records
+in its ``aggregator.warmup_rounds`` first rounds.
 
 Writes to the work directory:
 
-* ``results.json``: one row per cell with ``defense``, ``adversary``,
-  ``data``, ``accuracy`` (final test accuracy), ``target_accuracy`` (test
+* ``results.json``: one row per cell and seed with ``defense``,
+  ``adversary``, ``data``, ``seed``, ``accuracy`` (final test accuracy), ``target_accuracy`` (test
   accuracy on class ``attack.source``, the one the validation-evading
   adversary poisons), ``honest_excluded`` (mean over rounds of the fraction
   of honest clients the rule excluded: gave zero weight),
-  ``byzantine_excluded``, ``honest_excluded_last_round``,
+  ``byzantine_excluded``, ``honest_excluded_after_warmup`` and
+  ``byzantine_excluded_after_warmup`` (rounds from ``warmup_rounds`` on),
+  ``honest_excluded_last_round``,
   ``per_class_accuracy``, per-round exclusion rates, ``skipped_rounds``,
   ``seconds`` and, for the behaviour-based defenses,
   ``filtered_per_round`` (the clients filtered in each round);
-* ``meta.json``; ``conflict.md`` (the table); ``conflict.png`` (heatmaps);
+* ``meta.json`` (with ``gan_calibration``: the fitted margins);
+  ``conflict.md`` (the table, mean ± sd over the seeds, and the GAN
+  filter's per-round exclusion rates); ``conflict.png`` (heatmaps);
 * with the GAN filter, ``gan.json`` and ``gan_samples.png``: sample
   diversity (mean within-class pairwise distance, also relative to real test
   images) and label fidelity of the WGAN-GP and the plain GAN, and their
@@ -55,6 +68,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from robustfl_jax import aggregators
 from robustfl_jax import attacks
 from robustfl_jax import data as data_lib
 from robustfl_jax import defenses as defenses_lib
@@ -106,12 +120,49 @@ def names(values: Any) -> tuple[str, ...]:
                if v.strip())
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+  """``"name:field=value;field=value"`` -> ``(name, {field: value})``.
+
+  A grid entry may set fields of its section (``aggregator.*`` for a
+  defense, ``attack.*`` for an adversary), e.g.
+  ``"alie:z_formula=blades"`` or ``"gan_filter:shared_fraction=0.005"``;
+  values are read as int, float or string.
+
+  Raises:
+    ValueError: an override without ``=``.
+  """
+  name, _, rest = spec.partition(":")
+  overrides = {}
+  for item in filter(None, (i.strip() for i in rest.split(";"))):
+    field, eq, value = item.partition("=")
+    if not eq or not field.strip():
+      raise ValueError(f"grid entry {spec!r}: {item!r} is not field=value.")
+    for cast in (int, float, str):
+      try:
+        overrides[field.strip()] = cast(value.strip())
+        break
+      except ValueError:
+        continue
+  return name.strip(), overrides
+
+
+def _apply(section: ml_collections.ConfigDict, spec: str, where: str) -> None:
+  name, overrides = parse_spec(spec)
+  section.name = name
+  for field, value in overrides.items():
+    if field not in section:
+      raise ValueError(f"{where}={spec!r}: {field!r} is not a field of its "
+                       "section.")
+    section[field] = value
+
+
 def cell_config(config: ml_collections.ConfigDict, defense: str,
                 adversary: str = "none") -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``aggregator.name`` and ``attack.name`` set."""
+  """A copy of ``config`` with ``aggregator.*`` and ``attack.*`` set from the
+  grid entries ``defense`` and ``adversary`` (see :func:`parse_spec`)."""
   cell = config.copy_and_resolve_references()
-  cell.aggregator.name = defense
-  cell.attack.name = adversary
+  _apply(cell.aggregator, defense, "grid.defenses")
+  _apply(cell.attack, adversary, "grid.adversaries")
   return cell
 
 
@@ -134,7 +185,11 @@ def validate(config: ml_collections.ConfigDict) -> Grid:
     if len(set(values)) != len(values):
       raise ValueError(f"grid.{field}={values} repeats a name.")
     for value in values:
-      builders.check_choice(f"grid.{field}", value, known)
+      base = parse_spec(value)[0] if field != "partitions" else value
+      builders.check_choice(f"grid.{field}", base, known)
+  seeds = tuple(int(v) for v in config.grid.seeds)
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f"grid.seeds={seeds} must be distinct and not empty.")
   if config.protocol != "sync":
     raise ValueError(f"protocol={config.protocol!r}: the conflict grid runs "
                      "the synchronous round only; set it to 'sync'.")
@@ -155,17 +210,23 @@ def partition_label(name: str, alpha: float) -> str:
 
 def stacked_client_data(config: ml_collections.ConfigDict,
                         partitions: Sequence[str], dataset: Any,
-                        byzantine: np.ndarray):
-  """Every partition padded to one ``M`` and stacked on a leading axis.
+                        byzantine: np.ndarray,
+                        seeds: Optional[Sequence[int]] = None):
+  """Every (seed, partition) padded to one ``M`` and stacked on a leading axis.
+
+  Args:
+    seeds: the partitions' seeds (``[config.seed]`` when None); the stack is
+      seed-major: entry ``i * P + p`` is seed ``i``, partition ``p``.
 
   Returns:
-    ``(FederatedData [P, C, M, ...], M, classes)`` where ``classes[p][c]``
-    lists the classes client ``c`` holds under partition ``p``.
+    ``(FederatedData [S * P, C, M, ...], M, classes)`` where
+    ``classes[i][c]`` lists the classes client ``c`` holds in entry ``i``.
   """
+  seeds = [int(config.seed)] if seeds is None else list(seeds)
   parts = [data_lib.partition(p, dataset.y_train, config.num_clients,
-                              seed=config.seed, alpha=config.data.alpha,
+                              seed=seed, alpha=config.data.alpha,
                               classes_per_client=config.data.classes_per_client)
-           for p in partitions]
+           for seed in seeds for p in partitions]
   m = max(max(len(i) for i in p) for p in parts)
   datas = [data_lib.to_client_data(dataset.x_train, dataset.y_train, p,
                                    max_examples=m) for p in parts]
@@ -275,6 +336,91 @@ def sample_grid(samples: dict, labels: np.ndarray, dataset: Any, path: str,
 
 
 # --------------------------------------------------------------------------
+# The GAN filter's calibration.
+
+
+def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
+                         params: Any, dataset: Any, generator: Any,
+                         byzantine: np.ndarray,
+                         log: Callable[[str], None] = print) -> dict:
+  """Fits the ``"global"`` rule's margin of the GAN filter of ``config``.
+
+  A recording run (:func:`robustfl_jax.defenses.recording_filter`: every
+  valid client kept, every client's synthetic-accuracy gap to the global
+  model recorded) on IID data with no attack, ``config.num_rounds`` rounds,
+  with its own seed ``grid.calibration_seed`` (partition and run key; no
+  grid seed's partition is used, and the test set is never read); the
+  margin is the smallest one that excludes at most ``grid.calibrate_fpr`` of
+  the honest clients' decisions after ``aggregator.warmup_rounds`` rounds
+  (:func:`robustfl_jax.defenses.calibrate_margin`).
+
+  Returns:
+    ``{"margin", "calibration_seed", "max_false_positives",
+    "warmup_rounds", "honest_gap_quantiles"}``.
+  """
+  if config.aggregator.threshold_rule != "global":
+    raise ValueError("grid.calibrate_fpr fits the margin of "
+                     "aggregator.threshold_rule='global'; got "
+                     f"{config.aggregator.threshold_rule!r}.")
+  seed = int(config.grid.calibration_seed)
+  fpr = float(config.grid.calibrate_fpr)
+  warmup = int(config.aggregator.warmup_rounds)
+  rounds = int(config.num_rounds)
+  cell = cell_config(config, config.aggregator.name, "none")
+  cell.data.partition = "iid"
+  probe = defenses_lib.gan_filter_probe(
+      model.apply, params, generator,
+      per_class=int(config.aggregator.validation_per_class), rule="global",
+      margin=float(config.aggregator.margin))
+  recorder = defenses_lib.recording_filter(probe, rounds, int(config.num_clients))
+  fed, max_examples, _ = stacked_client_data(cell, ("iid",), dataset,
+                                             byzantine, (seed,))
+  fed = jax.tree.map(lambda a: a[0], fed)
+  round_fn, init_state = protocols.build_round(
+      cell, model=model, params=params, aggregator=recorder, attack=None,
+      scorer=None, train_loss=None, max_examples=max_examples,
+      client_execution=builders.client_execution(cell))
+
+  @jax.jit
+  def run(data, key):
+    def body(state, _):
+      return round_fn(state, data)[0], None
+    state, _ = jax.lax.scan(body, init_state(key), None, length=rounds)
+    return state.aggregator_state.gaps
+
+  t0 = time.time()
+  gaps = np.asarray(run(fed, run_keys((seed,), 1)[0]))
+  honest = ~np.asarray(byzantine, bool)
+  margin = defenses_lib.calibrate_margin(gaps, honest, warmup_rounds=warmup,
+                                         max_false_positives=fpr)
+  after = gaps[warmup:, honest]
+  after = after[np.isfinite(after)]
+  result = {"margin": margin, "calibration_seed": seed,
+            "max_false_positives": fpr, "warmup_rounds": warmup,
+            "calibration_false_positives": float(np.mean(after > margin)),
+            "honest_gap_quantiles": {
+                str(q): float(np.quantile(after, q))
+                for q in (0.5, 0.9, 0.95, 0.99)}}
+  log(f"GAN filter ({config.aggregator.name}, shared_fraction "
+      f"{config.aggregator.shared_fraction}): margin {margin:.3f} fitted to "
+      f"<= {fpr:.0%} honest exclusion after {warmup} warm-up rounds on IID "
+      f"data without attack (calibration seed {seed}), {time.time() - t0:.0f}s")
+  return result
+
+
+def calibrated_filter(config: ml_collections.ConfigDict, model: Any,
+                      params: Any, generator: Any, margin: float):
+  """``(aggregator, probe)`` of the GAN filter with the fitted margin."""
+  hp = dict(per_class=int(config.aggregator.validation_per_class),
+            rule="global", threshold=float(config.aggregator.threshold),
+            margin=float(margin))
+  return (defenses_lib.gan_filter(
+      model.apply, params, generator, **hp,
+      warmup_rounds=int(config.aggregator.warmup_rounds)),
+          defenses_lib.gan_filter_probe(model.apply, params, generator, **hp))
+
+
+# --------------------------------------------------------------------------
 # The grid.
 
 
@@ -320,12 +466,18 @@ def build_adversary(config: ml_collections.ConfigDict, *, model: Any,
   return attack
 
 
+def run_keys(seeds: Sequence[int], num_partitions: int) -> jax.Array:
+  """The runs' keys, seed-major like :func:`stacked_client_data`."""
+  keys = [jax.random.split(jax.random.PRNGKey(int(s)))[1] for s in seeds]
+  return jnp.stack([k for k in keys for _ in range(num_partitions)])
+
+
 def _defense_program(config, *, model, params, dataset, aggregator,
                      adversaries, max_examples, eval_fn):
-  """``run(data [P, ...], index) -> outputs [P, ...]``, jitted, vmapped."""
-  _, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  """``run(data [S*P, ...], keys [S*P], index) -> outputs [S*P, ...]``,
+  jitted, vmapped."""
 
-  def run_one(data, index):
+  def run_one(data, state_key, index):
     round_fn, init_state = protocols.build_round(
         config, model=model, params=params, aggregator=aggregator,
         attack=switch_attack(adversaries, index),
@@ -343,19 +495,31 @@ def _defense_program(config, *, model, params, dataset, aggregator,
     metrics = eval_fn(state.params)
     return (metrics["accuracy"], metrics["per_class_accuracy"], *per_round)
 
-  return jax.jit(jax.vmap(run_one, in_axes=(0, None)))
+  return jax.jit(jax.vmap(run_one, in_axes=(0, 0, None)))
 
 
 def cell_rows(defense: str, adversary: str, data_labels: Sequence[str],
               outputs: Sequence[np.ndarray], seconds: float, *, source: int,
-              num_byzantine: int) -> list[dict]:
-  """The results rows of one (defense, adversary), one per partition."""
+              num_byzantine: int, seeds: Sequence[int] = (0,),
+              warmup_rounds: int = 0) -> list[dict]:
+  """The results rows of one (defense, adversary), one per (seed, partition).
+
+  ``honest_excluded_after_warmup`` (``byzantine_...``) average the rounds
+  from ``warmup_rounds`` on (all rounds when 0).
+  """
   acc, per_class, fpr, tpr, flagged, skipped = outputs
   f = num_byzantine
+  labels = [(seed, label) for seed in seeds for label in data_labels]
+  w = warmup_rounds if warmup_rounds < len(fpr[0]) else 0
   rows = []
-  for i, label in enumerate(data_labels):
+  for i, (seed, label) in enumerate(labels):
     row = {
         "defense": defense, "adversary": adversary, "data": label,
+        "seed": int(seed),
+        "honest_excluded_after_warmup": float(np.mean(fpr[i][w:])),
+        "byzantine_excluded_after_warmup": (float(np.mean(tpr[i][w:]))
+                                            if f > 0 else None),
+        "warmup_rounds": int(w),
         "accuracy": float(acc[i]),
         "target_accuracy": float(per_class[i][source]),
         "honest_excluded": float(np.mean(fpr[i])),
@@ -366,9 +530,9 @@ def cell_rows(defense: str, adversary: str, data_labels: Sequence[str],
         "byzantine_excluded_per_round": ([float(v) for v in tpr[i]]
                                          if f > 0 else None),
         "skipped_rounds": int(np.sum(skipped[i])),
-        "seconds": round(seconds / len(data_labels), 2),
+        "seconds": round(seconds / len(labels), 2),
     }
-    if defense in defenses_lib.DEFENSES:
+    if parse_spec(defense)[0] in defenses_lib.DEFENSES:
       row["filtered_per_round"] = [np.flatnonzero(r).tolist()
                                    for r in flagged[i]]
     rows.append(row)
@@ -398,27 +562,40 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
   grid = validate(config)
   workdir_lib.prepare(workdir, config, kind="conflict", fresh=fresh, log=log)
   t_start = time.time()
+  seeds = tuple(int(v) for v in config.grid.seeds)
   dataset = builders.build_dataset(config)
   model, params = builders.build_model(config, dataset)
   byzantine = builders.byzantine_mask(config)
   n, f = int(config.num_clients), int(np.sum(byzantine))
   source = int(config.attack.source)
   fed, max_examples, client_classes = stacked_client_data(
-      config, grid.partitions, dataset, byzantine)
+      config, grid.partitions, dataset, byzantine, seeds)
+  keys = run_keys(seeds, len(grid.partitions))
   data_labels = [partition_label(p, config.data.alpha) for p in grid.partitions]
   eval_fn = make_eval_fn(model.apply, dataset.x_test, dataset.y_test,
                          dataset.num_classes)
-  prebuilt, gan = {}, None
-  if "gan_filter" in grid.defenses:
-    # The filter's generator is trained once, for the grid and the report.
+  prebuilt, gan, calibration = {}, None, {}
+  for spec in grid.defenses:
+    if parse_spec(spec)[0] != "gan_filter":
+      continue
+    # The filter's generator is trained once per setting, for the grid, the
+    # calibration and (first setting) the report.
     t0 = time.time()
-    defense = builders.build_defense(cell_config(config, "gan_filter"),
-                                     model=model, params=params,
+    cell = cell_config(config, spec)
+    defense = builders.build_defense(cell, model=model, params=params,
                                      dataset=dataset)
-    prebuilt["gan_filter"] = (defense.aggregator, defense.probe)
-    gan = gan_report(config, dataset, workdir, log=log,
-                     wgan_gp=defense.artifacts["generator"],
-                     wgan_gp_seconds=time.time() - t0)
+    generator = defense.artifacts["generator"]
+    aggregator, probe = defense.aggregator, defense.probe
+    if config.grid.calibrate_fpr is not None:
+      calibration[spec] = calibrate_gan_filter(
+          cell, model=model, params=params, dataset=dataset,
+          generator=generator, byzantine=byzantine, log=log)
+      aggregator, probe = calibrated_filter(cell, model, params, generator,
+                                            calibration[spec]["margin"])
+    prebuilt[spec] = (aggregator, probe)
+    if gan is None:
+      gan = gan_report(cell, dataset, workdir, log=log, wgan_gp=generator,
+                       wgan_gp_seconds=time.time() - t0)
 
   total = len(grid.defenses) * len(grid.adversaries) * len(data_labels)
   rows, done, t_grid = [], 0, time.time()
@@ -430,38 +607,59 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
         cell_config(config, defense, a), model=model, params=params,
         dataset=dataset, aggregator=aggregator, probe=probe)
         for a in grid.adversaries]
+    warmup = (int(cell.aggregator.warmup_rounds)
+              if parse_spec(defense)[0] == "gan_filter" else 0)
     # One compile per defense, reused for all its adversaries.
     run = _defense_program(cell, model=model, params=params, dataset=dataset,
                            aggregator=aggregator, adversaries=adversaries,
                            max_examples=max_examples, eval_fn=eval_fn)
     for index, adversary in enumerate(grid.adversaries):
       t0 = time.time()
-      outputs = jax.device_get(run(fed, jnp.int32(index)))
+      outputs = jax.device_get(run(fed, keys, jnp.int32(index)))
       seconds = time.time() - t0
-      rows += cell_rows(defense, adversary, data_labels, outputs, seconds,
-                        source=source, num_byzantine=f)
+      new = cell_rows(defense, adversary, data_labels, outputs, seconds,
+                      source=source, num_byzantine=f, seeds=seeds,
+                      warmup_rounds=warmup)
+      rows += new
       done += len(data_labels)
       eta = (time.time() - t_grid) / done * (total - done)
-      acc, per_class, fpr = outputs[:3]
-      cells = " ".join(f"{label}={acc[i]:.3f}/{per_class[i][source]:.2f}/"
-                       f"{np.mean(fpr[i]):.2f}"
-                       for i, label in enumerate(data_labels))
+      summary = summarize(new)
+      cells = " ".join(
+          f"{r['data']}={r['accuracy']:.3f}/{r['target_accuracy']:.2f}/"
+          f"{r['honest_excluded_after_warmup']:.2f}" for r in summary)
       log(f"[{done}/{total}] {defense:>17} x {adversary:<18} acc/target/"
-          f"honest_excl {cells} | {seconds:.1f}s | eta {eta:.0f}s")
+          f"honest_excl (mean of {len(seeds)} seeds) {cells} | "
+          f"{seconds:.1f}s | eta {eta:.0f}s")
       reporting.write_json(os.path.join(workdir, "results.json"), rows)
 
   meta = {"num_clients": n, "num_byzantine": f,
           "num_rounds": int(config.num_rounds), "source_class": source,
           "flip_to": int(config.attack.target), "partitions": data_labels,
+          "seeds": list(seeds),
           "client_classes": dict(zip(data_labels, client_classes)),
-          "gan": gan, "wall_seconds": round(time.time() - t_start, 1)}
+          "gan": gan, "gan_calibration": calibration,
+          "gan_calibration_fpr": config.grid.calibrate_fpr,
+          "wall_seconds": round(time.time() - t_start, 1)}
   reporting.write_json(os.path.join(workdir, "meta.json"), meta)
   table = markdown_table(rows, grid.defenses, grid.adversaries, data_labels)
   markdown = (
       f"{dataset.name}, {n} clients ({f} Byzantine), {config.num_rounds} "
-      f"rounds. Cell: final test accuracy / accuracy on class {source} (the "
-      "validation-evading target) / mean fraction of honest clients "
-      "excluded per round.\n\n" + table + "\n")
+      f"rounds, seeds {list(seeds)} (partition and run randomness; the model "
+      "initialisation and the GAN come from `seed`). Cell, mean ± sd over "
+      f"the seeds: final test accuracy / accuracy on class {source} (the "
+      f"targeted adversaries push it to {int(config.attack.target)}) / mean "
+      "fraction of honest clients excluded per round / of Byzantine clients "
+      "(after the GAN filter's warm-up; all rounds for the other "
+      "defenses).\n\n" + table + "\n")
+  for spec, c in calibration.items():
+    markdown += (
+        f"\n`{spec}`: warm-up {c['warmup_rounds']} rounds (records only); "
+        f"margin {c['margin']:.3f} of the `global` rule fitted to <= "
+        f"{c['max_false_positives']:.0%} honest exclusions after the warm-up "
+        "on IID data without attack (calibration seed "
+        f"{c['calibration_seed']}, {c['calibration_false_positives']:.3f} "
+        "there). Per-round exclusion, mean over seeds:\n\n"
+        + exclusion_table(rows, spec, grid.adversaries, data_labels) + "\n")
   reporting.write_text(os.path.join(workdir, "conflict.md"), markdown)
   heatmaps(rows, grid.defenses, grid.adversaries, data_labels,
            os.path.join(workdir, "conflict.png"), title=dataset.name)
@@ -475,22 +673,67 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
 # Tables and plots.
 
 
+SUMMARY_FIELDS = ("accuracy", "target_accuracy", "honest_excluded",
+                  "honest_excluded_after_warmup",
+                  "byzantine_excluded_after_warmup")
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+  """One row per (defense, adversary, data): the mean over the seeds of
+  :data:`SUMMARY_FIELDS`, each with ``<field>_sd`` (sample sd, ddof=1; 0 for
+  one seed) and ``num_seeds``; per-round exclusion rates averaged too."""
+  groups: dict = {}
+  for r in rows:
+    groups.setdefault((r["defense"], r["adversary"], r["data"]), []).append(r)
+  out = []
+  for (d, a, label), group in groups.items():
+    row = {"defense": d, "adversary": a, "data": label,
+           "num_seeds": len(group)}
+    for field in SUMMARY_FIELDS:
+      values = [g.get(field) for g in group]
+      if any(v is None for v in values):
+        row[field] = row[field + "_sd"] = None
+        continue
+      row[field] = float(np.mean(values))
+      row[field + "_sd"] = (float(np.std(values, ddof=1)) if len(values) > 1
+                            else 0.0)
+    for field in ("honest_excluded_per_round", "byzantine_excluded_per_round"):
+      if all(g.get(field) is not None for g in group):
+        row[field] = np.mean([g[field] for g in group], axis=0).tolist()
+    out.append(row)
+  return out
+
+
 def _by_key(rows: Sequence[dict]) -> dict:
   return {(r["defense"], r["adversary"], r["data"]): r for r in rows}
+
+
+def _pm(row: dict, field: str, digits: int) -> str:
+  value, sd = row.get(field), row.get(field + "_sd")
+  if value is None:
+    return "-"
+  return f"{value:.{digits}f}" + ("" if not sd else f"±{sd:.{digits}f}")
 
 
 def markdown_table(rows: Sequence[dict], defenses: Sequence[str],
                    adversaries: Sequence[str], data_labels: Sequence[str]
                    ) -> str:
   """A row per (defense, adversary), a column per partition; each cell is
-  accuracy / target-class accuracy / honest clients excluded (n/a: no row)."""
-  by_key = _by_key(rows)
+  accuracy / target-class accuracy / honest / Byzantine clients excluded per
+  round after the warm-up, mean ± sd over the seeds (n/a: no row)."""
+  by_key = _by_key(summarize(rows))
 
   def cell(d, a, label):
     r = by_key.get((d, a, label))
-    return ("n/a" if r is None else
-            f"{r['accuracy']:.3f} / {r['target_accuracy']:.2f} / "
-            f"{r['honest_excluded']:.2f}")
+    if r is None:
+      return "n/a"
+    field = ("honest_excluded_after_warmup"
+             if "honest_excluded_after_warmup" in r else "honest_excluded")
+    text = (f"{_pm(r, 'accuracy', 3)} / {_pm(r, 'target_accuracy', 2)} / "
+            f"{_pm(r, field, 2)}")
+    if r.get("byzantine_excluded_after_warmup") is not None:
+      text += f" / {_pm(r, 'byzantine_excluded_after_warmup', 2)}"
+    return text
 
   return reporting.markdown_table(
       ["defense", "adversary", *data_labels],
@@ -498,12 +741,33 @@ def markdown_table(rows: Sequence[dict], defenses: Sequence[str],
        for d in defenses for a in adversaries))
 
 
+def exclusion_table(rows: Sequence[dict], defense: str,
+                    adversaries: Sequence[str], data_labels: Sequence[str]
+                    ) -> str:
+  """Per-round honest / Byzantine exclusion rates of one defense (mean over
+  the seeds), a row per (adversary, data)."""
+  by_key = _by_key(summarize(rows))
+  lines = []
+  for a in adversaries:
+    for label in data_labels:
+      r = by_key.get((defense, a, label))
+      if r is None or "honest_excluded_per_round" not in r:
+        continue
+      honest = " ".join(f"{v:.2f}" for v in r["honest_excluded_per_round"])
+      byz = " ".join(f"{v:.2f}" for v in
+                     r.get("byzantine_excluded_per_round") or [])
+      lines.append([a, label, honest, byz])
+  return reporting.markdown_table(
+      ["adversary", "data", "honest excluded, rounds 1..R",
+       "Byzantine excluded, rounds 1..R"], lines)
+
+
 def heatmaps(rows: Sequence[dict], defenses: Sequence[str],
              adversaries: Sequence[str], data_labels: Sequence[str],
              path: str, title: str = "digits") -> str:
   """Accuracy heatmaps (defenses x adversaries), one per partition; each
   cell also shows the fraction of honest clients excluded."""
-  by_key = _by_key(rows)
+  by_key = _by_key(summarize(rows))
   fig = reporting.new_figure(
       (1.6 + (1.25 * len(adversaries) + 0.8) * len(data_labels),
        1.4 + 0.55 * len(defenses)))
@@ -518,7 +782,8 @@ def heatmaps(rows: Sequence[dict], defenses: Sequence[str],
       for j, a in enumerate(adversaries):
         r = by_key.get((d, a, label))
         if r is not None:
-          acc[i, j], excl[i, j] = r["accuracy"], r["honest_excluded"]
+          acc[i, j] = r["accuracy"]
+          excl[i, j] = r["honest_excluded_after_warmup"]
     image = reporting.heatmap(
         ax, acc, list(defenses), list(adversaries),
         text=lambda i, j, acc=acc, excl=excl: (
@@ -527,29 +792,136 @@ def heatmaps(rows: Sequence[dict], defenses: Sequence[str],
     ax.set_title(label)
   fig.colorbar(image, ax=list(axes), label="final test accuracy")
   # Above the panels' titles (the saved box is fitted to the content).
-  fig.suptitle(f"{title}: accuracy (x = mean fraction of honest clients "
-               "excluded)", y=1.0 + 0.25 / fig.get_figheight())
+  fig.suptitle(f"{title}: accuracy, mean over seeds (x = mean fraction of "
+               "honest clients excluded after the warm-up)", y=1.0 + 0.25 / fig.get_figheight())
   return reporting.save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def headline(result: ConflictResult) -> str:
-  """One short figure: per partition, the best worst-case accuracy over the
-  adversaries and the defense that reaches it."""
+  """Per partition, the best worst-case accuracy over the adversaries (mean
+  ± sd over seeds) and the defense reaching it; the runner-up is named only
+  when the gap exceeds two standard deviations (the larger of the two)."""
   parts = []
+  summary = summarize(result.rows)
   for label in result.meta["partitions"]:
     worst = {}
-    for r in result.rows:
-      if r["data"] == label:
-        worst[r["defense"]] = min(worst.get(r["defense"], np.inf),
-                                  r["accuracy"])
-    best = max(worst, key=worst.get)
-    parts.append(f"{label} {best} {worst[best]:.3f}")
+    for r in summary:
+      if r["data"] == label and (r["defense"] not in worst or r["accuracy"]
+                                 < worst[r["defense"]]["accuracy"]):
+        worst[r["defense"]] = r
+    ranked = sorted(worst.values(), key=lambda r: -r["accuracy"])
+    best = ranked[0]
+    text = f"{label} {best['defense']} {_pm(best, 'accuracy', 3)}"
+    if len(ranked) > 1:
+      second = ranked[1]
+      gap = best["accuracy"] - second["accuracy"]
+      sd = max(best["accuracy_sd"], second["accuracy_sd"])
+      text += (f" (> {second['defense']} by {gap:.3f}, over 2 sd)"
+               if gap > 2 * sd else
+               f" (within 2 sd of {second['defense']})")
+    parts.append(text)
   return "best worst-case accuracy: " + ", ".join(parts)
 
 
+def _diff(a: dict, b: dict, field: str = "accuracy") -> str:
+  """``a - b`` of a summary field, with whether it exceeds two sd (the
+  larger of the two cells')."""
+  gap = a[field] - b[field]
+  sd = max(a[field + "_sd"] or 0.0, b[field + "_sd"] or 0.0)
+  return f"{gap:+.3f} ({'over' if abs(gap) > 2 * sd else 'within'} 2 sd)"
+
+
+def claims(result: ConflictResult) -> str:
+  """The seeds' claims against the grid's numbers (markdown bullets).
+
+  Each bullet states a claim and the measured figures (mean over the seeds,
+  differences marked over/within two standard deviations); cells not in the
+  grid are skipped.
+  """
+  by_key = _by_key(summarize(result.rows))
+  labels = result.meta["partitions"]
+  defenses = list(dict.fromkeys(r["defense"] for r in result.rows))
+  adversaries = list(dict.fromkeys(r["adversary"] for r in result.rows))
+  lines = []
+  gan_specs = [d for d in defenses if parse_spec(d)[0] == "gan_filter"]
+  fpr = result.meta.get("gan_calibration_fpr") or 0.05
+  for spec in gan_specs:
+    none = {label: by_key.get((spec, "none", label)) for label in labels}
+    kept = []
+    for label, r in none.items():
+      if r is None:
+        continue
+      v = r["honest_excluded_after_warmup"]
+      kept.append(f"{label} {v:.3f}±{r['honest_excluded_after_warmup_sd']:.3f}"
+                  f" ({'<=' if v <= fpr else '>'} {fpr:g})")
+    if kept:
+      lines.append(
+          f"- Seed (WGAN-GP filter), non-poisonous clients are kept: `{spec}` "
+          "without attack excludes, per round after the warm-up, "
+          + ", ".join(kept) + " of the honest clients; the claim holds "
+          f"where the rate is <= {fpr:g} (the calibration target).")
+    caught, missed = [], []
+    for a in adversaries:
+      r = by_key.get((spec, a, labels[0]))
+      if a == "none" or r is None or r.get(
+          "byzantine_excluded_after_warmup") is None:
+        continue
+      v = r["byzantine_excluded_after_warmup"]
+      (caught if v >= 0.5 else missed).append(f"{a} {v:.2f}")
+    if caught or missed:
+      lines.append(
+          f"- Seed (WGAN-GP filter), poisonous clients are filtered out: "
+          f"`{spec}` on {labels[0]} excludes at least half of the Byzantine "
+          f"clients per round after the warm-up against: "
+          f"{', '.join(caught) or 'none'}; less against: "
+          f"{', '.join(missed) or 'none'}.")
+  distance = [d for d in defenses
+              if parse_spec(d)[0] in aggregators.DIFFERENTIABLE_RULES]
+  for a in ("distance_bounded", "distance_bounded:objective=targeted"):
+    if a not in adversaries:
+      continue
+    field = "target_accuracy" if "targeted" in a else "accuracy"
+    parts = []
+    for d in distance:
+      for label in labels:
+        base, hit = by_key.get((d, "none", label)), by_key.get((d, a, label))
+        if base and hit:
+          parts.append(f"{d}/{label} {_diff(hit, base, field)}")
+    if parts:
+      over = sum("over 2 sd" in p and p.split()[1].startswith("-")
+                 for p in parts)
+      lines.append(
+          f"- arXiv:2402.13700, distance-based rules fail against a strategic "
+          f"adversary: `{a}` lowers the {field.replace('_', ' ')} by more "
+          f"than two sd in {over} of {len(parts)} cells; (attack - none): "
+          + "; ".join(parts) + ".")
+  if "mean" in defenses:
+    parts = []
+    for d in defenses:
+      if d == "mean":
+        continue
+      for label in labels[1:]:
+        base, r = by_key.get(("mean", "none", label)), by_key.get(
+            (d, "none", label))
+        if base and r:
+          parts.append(f"{d}/{label} {_diff(r, base)}")
+    if parts:
+      lines.append(
+          "- arXiv:2402.13700, robustness costs learning on non-IID data: "
+          "accuracy without attack minus the mean's, " + "; ".join(parts)
+          + ".")
+  return "\n".join(lines)
+
+
 def report(result: ConflictResult) -> str:
-  """``conflict.md`` and, with the GAN filter, the GAN comparison."""
+  """``conflict.md``, the seeds' claims against the numbers and, with the
+  GAN filter, the GAN comparison."""
   text = result.markdown
+  found = claims(result)
+  if found:
+    text += ("\nThe seeds' claims against these numbers (differences over "
+             "two standard deviations of the seeds are the ones to read):\n\n"
+             + found + "\n")
   if result.gan is not None:
     g = result.gan
     text += (
@@ -563,8 +935,10 @@ def report(result: ConflictResult) -> str:
   return text
 
 
-__all__ = ["ConflictResult", "Grid", "PARTITION_LABELS", "build_adversary",
-           "cell_config", "cell_rows", "gan_report", "headline", "heatmaps",
-           "markdown_table", "names", "partition_label", "report",
-           "run_conflict", "sample_grid", "stacked_client_data",
+__all__ = ["ConflictResult", "Grid", "PARTITION_LABELS", "SUMMARY_FIELDS",
+           "build_adversary", "calibrate_gan_filter", "calibrated_filter", "claims",
+           "cell_config", "cell_rows", "exclusion_table", "gan_report",
+           "headline", "heatmaps", "markdown_table", "names", "parse_spec",
+           "partition_label", "report", "run_conflict", "run_keys",
+           "sample_grid", "stacked_client_data", "summarize",
            "switch_attack", "validate"]

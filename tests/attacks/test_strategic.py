@@ -169,3 +169,32 @@ def test_validation_evading_against_fltrust_keeps_trust_above_the_worst_honest()
   trust = run(jax.random.PRNGKey(4), updates, flat)
   assert float(jnp.min(trust[:F])) >= float(jnp.min(trust[F:])) - 1e-6
   assert float(jnp.min(trust[:F])) > 0
+
+
+def test_targeted_distance_bounded_lowers_the_poison_loss_inside_the_ball():
+  model, params, x, y, flat, updates = _model_and_data()
+  mask = jnp.zeros(N, bool).at[:F].set(True)
+  objective = attacks.poison_objective(model.apply, params, x, y,
+                                         target_class=0, flip_to=1)
+  key = jax.random.PRNGKey(0)
+  targeted = attacks.distance_bounded("mean", budget=1.0, num_steps=10,
+                                      objective=objective)
+  plain = attacks.distance_bounded("mean", budget=1.0, num_steps=10)
+  out_t = np.asarray(jax.jit(targeted)(key, updates, mask, global_params=flat))
+  out_d = np.asarray(plain(key, updates, mask))
+  mean, radius = _honest(updates, mask)
+  assert np.all(np.linalg.norm(out_t[:F] - mean, axis=1)
+                <= radius * (1 + 1e-5) + 1e-6)
+  np.testing.assert_array_equal(out_t[F:], np.asarray(updates)[F:])
+  value = lambda u: float(objective(jnp.asarray(u).mean(0), None,
+                                    global_params=flat))
+  benign = np.asarray(updates).copy()
+  benign[:F] = mean
+  # The targeted rows raise the objective (lower the source -> target poison
+  # loss) beyond both the honest mean and the distance-maximising rows.
+  assert value(out_t) > value(benign) + 1e-4
+  assert value(out_t) > value(out_d)
+  with pytest.raises(ValueError, match="target != source"):
+    attacks.poison_objective(model.apply, params, x, y, 1, 1)
+  with pytest.raises(ValueError, match="objective="):
+    attacks.get("distance_bounded", rule_name="mean", objective="loss")

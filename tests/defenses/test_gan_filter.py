@@ -127,3 +127,63 @@ def test_experiment_config_accepts_the_defences_and_checks_their_fields():
   config.aggregator.root_size = 0
   with pytest.raises(ValueError, match="aggregator.root_size"):
     experiment.validate_config(config)
+
+
+def test_warmup_only_records_then_the_rule_applies():
+  model, params, gan, flat, _ = _setup()
+  agg = defenses.gan_filter(model.apply, params, gan, per_class=4, rule="fixed",
+                            threshold=0.34, warmup_rounds=2)
+  u0, u1 = _constant_class_update(params, 0), _constant_class_update(params, 1)
+  updates = jnp.stack([u0, u1])
+  step = jax.jit(functools.partial(agg.update, key=jax.random.PRNGKey(0),
+                                   global_params=flat))
+  for r, kept in [(0, [True, True]), (1, [True, True]), (2, [False, False])]:
+    out, _, info = step(updates, agg.init(flat), round=jnp.int32(r))
+    assert np.asarray(info["selected"]).tolist() == kept
+    assert np.asarray(info["would_keep"]).tolist() == [False, False]
+  np.testing.assert_allclose(
+      step(updates, agg.init(flat), round=jnp.int32(1))[0], (u0 + u1) / 2,
+      rtol=1e-6)
+  with pytest.raises(ValueError, match="warmup_rounds=-1"):
+    defenses.gan_filter(model.apply, params, gan, warmup_rounds=-1)
+
+
+def test_recording_filter_records_gaps_and_keeps_every_valid_row():
+  model, params, gan, flat, _ = _setup()
+  probe = defenses.gan_filter_probe(model.apply, params, gan, per_class=4)
+  agg = defenses.recording_filter(probe, num_rounds=3, num_clients=2)
+  u0 = _constant_class_update(params, 0)
+  updates = jnp.stack([u0, jnp.full_like(u0, jnp.nan)])
+  state = agg.init(flat)
+  out, state, info = jax.jit(agg.update)(updates, state, key=jax.random.PRNGKey(0),
+                                         global_params=flat, round=jnp.int32(1))
+  gaps = np.asarray(state.gaps)
+  assert np.all(np.isnan(gaps[[0, 2]])) and np.isnan(gaps[1, 1])
+  assert gaps[1, 0] == pytest.approx(float(info["scores"][0]) * 0
+                                     + float(_global_score(probe, flat))
+                                     - float(info["scores"][0]))
+  np.testing.assert_allclose(out, u0, rtol=1e-6)
+
+
+def _global_score(probe, flat):
+  return probe.reference(flat, jax.random.PRNGKey(0))[2]
+
+
+def test_calibrate_margin_bounds_the_honest_false_positives():
+  rng = np.random.default_rng(0)
+  gaps = rng.uniform(0, 1, size=(30, 10))
+  gaps[:5] = 5.0                  # warm-up rounds: ignored
+  honest = np.arange(10) >= 2
+  gaps[:, :2] = 9.0               # Byzantine columns: ignored
+  m = defenses.calibrate_margin(gaps, honest, warmup_rounds=5,
+                                max_false_positives=0.05)
+  after = gaps[5:, honest]
+  assert np.mean(after > m) <= 0.05
+  # The smallest such margin: any smaller recorded value excludes more.
+  smaller = after[after < m].max()
+  assert np.mean(after > smaller) > 0.05
+  assert defenses.calibrate_margin(-np.ones((3, 2)), [True, True]) == 0.0
+  with pytest.raises(ValueError, match="no honest gap"):
+    defenses.calibrate_margin(gaps, honest, warmup_rounds=30)
+  with pytest.raises(ValueError, match="max_false_positives"):
+    defenses.calibrate_margin(gaps, honest, max_false_positives=1.0)

@@ -16,10 +16,14 @@ ROW_FIELDS = {
     "defense", "adversary", "data", "accuracy", "target_accuracy",
     "honest_excluded", "byzantine_excluded", "honest_excluded_last_round",
     "per_class_accuracy", "honest_excluded_per_round",
-    "byzantine_excluded_per_round", "skipped_rounds", "seconds"}
+    "byzantine_excluded_per_round", "skipped_rounds", "seconds", "seed",
+    "honest_excluded_after_warmup", "byzantine_excluded_after_warmup",
+    "warmup_rounds"}
 ROUNDS = 2
 DEFENSES = ("mean", "gan_filter")
-ADVERSARIES = ("none", "alie", "validation_evading")
+ADVERSARIES = ("none", "alie", "alie:z_formula=blades", "validation_evading",
+               "distance_bounded:objective=targeted")
+SEEDS = (0, 1)
 
 
 def tiny_config(**overrides):
@@ -32,7 +36,8 @@ def tiny_config(**overrides):
       "attack.poison_steps": 2, "attack.num_candidates": 3,
       "grid.diversity_per_class": 3, "grid.defenses": DEFENSES,
       "grid.adversaries": ADVERSARIES, "grid.partitions": ("iid",),
-      **overrides})
+      "grid.seeds": SEEDS, "aggregator.warmup_rounds": 1,
+      "attack.num_steps": 2, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +50,10 @@ def grid_run(tmp_path_factory):
 
 def test_rows_cover_the_grid_with_the_documented_fields(grid_run):
   result, _, _ = grid_run
-  assert [(r["defense"], r["adversary"], r["data"]) for r in result.rows] == [
-      (d, a, "iid") for d in DEFENSES for a in ADVERSARIES]
+  assert [(r["defense"], r["adversary"], r["seed"], r["data"])
+          for r in result.rows] == [
+              (d, a, s, "iid") for d in DEFENSES for a in ADVERSARIES
+              for s in SEEDS]
   for row in result.rows:
     behaviour = row["defense"] == "gan_filter"
     assert set(row) == ROW_FIELDS | ({"filtered_per_round"} if behaviour
@@ -64,7 +71,8 @@ def test_rows_cover_the_grid_with_the_documented_fields(grid_run):
 
 def test_the_mean_excludes_no_one_and_the_adversaries_change_the_model(grid_run):
   result, _, _ = grid_run
-  rows = {(r["defense"], r["adversary"]): r for r in result.rows}
+  rows = {(r["defense"], r["adversary"]): r for r in result.rows
+          if r["seed"] == 0}
   for adversary in ADVERSARIES:
     mean = rows[("mean", adversary)]
     assert mean["honest_excluded"] == 0.0 and mean["byzantine_excluded"] == 0.0
@@ -73,6 +81,34 @@ def test_the_mean_excludes_no_one_and_the_adversaries_change_the_model(grid_run)
   # The adversaries are really switched in: ALIE moves the mean's model.
   assert (rows[("mean", "alie")]["per_class_accuracy"]
           != rows[("mean", "none")]["per_class_accuracy"])
+  # Both ALIE forms are in the grid and differ (z 0.2 vs -0.43 for (6, 2)).
+  assert (rows[("mean", "alie")]["per_class_accuracy"]
+          != rows[("mean", "alie:z_formula=blades")]["per_class_accuracy"])
+  # The GAN filter keeps everyone in the warm-up round.
+  gan = rows[("gan_filter", "validation_evading")]
+  assert gan["honest_excluded_per_round"][0] == 0.0
+  assert gan["byzantine_excluded_per_round"][0] == 0.0
+  assert gan["honest_excluded_after_warmup"] == gan[
+      "honest_excluded_per_round"][1]
+
+
+def test_seeds_differ_and_are_summarised_with_their_sd(grid_run):
+  result, _, _ = grid_run
+  mean_none = [r for r in result.rows
+               if (r["defense"], r["adversary"]) == ("mean", "none")]
+  assert len(mean_none) == 2
+  assert mean_none[0]["per_class_accuracy"] != mean_none[1]["per_class_accuracy"]
+  summary = {(r["defense"], r["adversary"]): r
+             for r in conflict.summarize(result.rows)}
+  s = summary[("mean", "none")]
+  accs = [r["accuracy"] for r in mean_none]
+  assert s["num_seeds"] == 2
+  assert s["accuracy"] == pytest.approx(sum(accs) / 2)
+  assert s["accuracy_sd"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+  calibration = result.meta["gan_calibration"]["gan_filter"]
+  assert calibration["margin"] >= 0.0
+  assert calibration["calibration_false_positives"] <= 0.05 + 1e-9
+  assert "margin" in result.markdown and "warm-up 1 rounds" in result.markdown
 
 
 def test_outputs_are_written(grid_run):
@@ -88,18 +124,29 @@ def test_outputs_are_written(grid_run):
   assert result.meta["partitions"] == ["iid"]
   assert result.meta["num_byzantine"] == 2
   assert set(result.gan) >= {"wgan_gp", "gan", "real_test_diversity"}
-  assert any(line.startswith("[6/6]") for line in lines)
+  assert any(line.startswith("[10/10]") for line in lines)
   assert conflict.headline(result).startswith("best worst-case accuracy: iid ")
   assert "label fidelity" in conflict.report(result)
 
 
 def test_markdown_table_marks_missing_cells():
-  row = {"defense": "mean", "adversary": "none", "data": "iid",
-         "accuracy": 0.5, "target_accuracy": 0.25, "honest_excluded": 0.0}
-  table = conflict.markdown_table([row], ["mean", "krum"], ["none"], ["iid"])
-  assert table.splitlines() == ["| defense | adversary | iid |", "|---|---|---|",
-                                "| mean | none | 0.500 / 0.25 / 0.00 |",
-                                "| krum | none | n/a |"]
+  rows = [{"defense": "mean", "adversary": "none", "data": "iid",
+           "accuracy": acc, "target_accuracy": 0.25, "honest_excluded": 0.0,
+           "honest_excluded_after_warmup": 0.0,
+           "byzantine_excluded_after_warmup": 0.5} for acc in (0.5, 0.7)]
+  table = conflict.markdown_table(rows, ["mean", "krum"], ["none"], ["iid"])
+  assert table.splitlines() == [
+      "| defense | adversary | iid |", "|---|---|---|",
+      "| mean | none | 0.600±0.141 / 0.25 / 0.00 / 0.50 |",
+      "| krum | none | n/a |"]
+
+
+def test_parse_spec_reads_overrides():
+  assert conflict.parse_spec("alie:z_formula=blades;z=1.5") == (
+      "alie", {"z_formula": "blades", "z": 1.5})
+  assert conflict.parse_spec("gan_filter") == ("gan_filter", {})
+  with pytest.raises(ValueError, match="not field=value"):
+    conflict.parse_spec("alie:blades")
 
 
 def test_names_accept_flags_and_tuples():
@@ -113,6 +160,8 @@ def test_names_accept_flags_and_tuples():
     ({"grid.partitions": ("iid", "iid")}, "grid.partitions=.* repeats"),
     ({"attack.num_byzantine": 0}, "needs attack.num_byzantine >= 1"),
     ({"grid.partitions": ("dirichlet",), "data.alpha": 0.0}, "data.alpha"),
+    ({"grid.adversaries": ("alie:zz=1",)}, "'zz' is not a field"),
+    ({"grid.seeds": (1, 1)}, "grid.seeds"),
 ])
 def test_validate_names_the_field(overrides, field):
   with pytest.raises(ValueError, match=field):
