@@ -2,13 +2,14 @@ r"""Speed benchmarks: jitted robustfl_jax against plain NumPy / Python-loop base
 
 Usage::
 
-  python scripts/benchmark.py                      # every suite
+  python scripts/benchmark.py --only=all           # every suite, one JSON
   python scripts/benchmark.py --only=aggregators   # robust rules at (n, d) grid
   python scripts/benchmark.py --only=aggregators --quick   # small shapes, seconds
   python scripts/benchmark.py --only=coreset --publish     # also docs/results/
 
 Writes ``<out_dir>/benchmark_<suite>.json`` and ``.md`` (a table of ratios) and
-prints the table; ``--publish`` also writes
+prints the table; with several suites also ``benchmark_all.json`` (backend,
+device kind, JAX version, load, every suite's ratios); ``--publish`` also writes
 ``docs/results/benchmark_<suite>.md``. Ratios, not absolute times, are what to
 compare across machines. The suites live in
 :mod:`robustfl_jax.experiments.benchmarks`.
@@ -19,7 +20,7 @@ from absl import flags
 from robustfl_jax.experiments import benchmarks, cli
 
 _ONLY = flags.DEFINE_list(
-    "only", [], f"Suites to run, from {list(benchmarks.SUITES)}; default all.")
+    "only", [], f"Suites to run, from {list(benchmarks.SUITES)} or 'all' (the default).")
 _QUICK = flags.DEFINE_bool("quick", False, "Small shapes: checks that everything runs.")
 _OUT = flags.DEFINE_string("out_dir", benchmarks.DEFAULT_OUT_DIR,
                            "Where JSON and markdown go.")

@@ -62,7 +62,7 @@ def _kmeans_labels(points, num_clusters, iters=8, sample=16384):
 
   def farthest_first(i, carry):
     chosen, min_sq = carry
-    nxt = jnp.argmax(min_sq)
+    nxt = jnp.argmax(min_sq).astype(jnp.int32)
     return chosen.at[i].set(nxt), jnp.minimum(min_sq, _sq_distances_to(sub, sub_sq, sub[nxt]))
 
   chosen, _ = jax.lax.fori_loop(
@@ -230,7 +230,7 @@ def _greedy_coreset(key, features, num_selected, projection_dim, num_starts, met
 
   if projection_dim is None:
     # Exact rule: one random first centre, selected.
-    first = jax.random.randint(start_key, (), 0, num_points)
+    first = jax.random.randint(start_key, (), 0, num_points).astype(jnp.int32)
     min_sq = _sq_distances_to(points, sq_norms, points[first]).at[first].set(0.0)
     indices = jnp.zeros((num_selected,), jnp.int32).at[0].set(first)
     start = 1

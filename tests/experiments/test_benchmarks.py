@@ -134,3 +134,32 @@ def test_scaling_rows_and_markdown():
     assert r["sharded_s"] > 0 and r["gathered_s"] > 0
   text = scaling.to_markdown({"backend": "cpu", "rows": rows})
   assert "| 1 | 8 | 256 | krum |" in text
+
+
+def test_all_runs_every_suite_and_writes_one_json_with_every_ratio(tmp_path, monkeypatch):
+  class _Suite:
+    def __init__(self, speedup):
+      self.speedup = speedup
+
+    def run(self, quick=False, log=print, **overrides):
+      return {"rows": [{"rule": "x", "speedup": self.speedup}], "ratio_note": "n/a"}
+
+    def to_markdown(self, result):
+      return f"| x | {result['rows'][0]['speedup']}x |"
+
+  monkeypatch.setattr(benchmarks, "SUITES", {"a": _Suite(2.5), "b": _Suite(0.5)})
+  assert benchmarks.check_suites(["all"]) == ["a", "b"]
+  with pytest.raises(ValueError, match="'all' cannot be combined"):
+    benchmarks.check_suites(["all", "a"])
+  with pytest.raises(ValueError, match="or 'all'"):
+    benchmarks.check_suites(["nope"])
+  benchmarks.run_suites(["all"], out_dir=str(tmp_path), log=lambda _: None)
+  combined = json.loads((tmp_path / "benchmark_all.json").read_text())
+  assert {k: v["ratios"] for k, v in combined["suites"].items()} == {
+      "a": {"rows/0/speedup": 2.5}, "b": {"rows/0/speedup": 0.5}}
+  env = combined["environment_before"]
+  assert env["backend"] == "cpu" and env["jax_version"] and env["device_count"] >= 1
+  assert "load average" in env["machine"]
+  # One suite alone writes no combined file.
+  benchmarks.run_suites(["a"], out_dir=str(tmp_path / "one"), log=lambda _: None)
+  assert not (tmp_path / "one" / "benchmark_all.json").exists()

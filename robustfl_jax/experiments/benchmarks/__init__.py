@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from robustfl_jax.experiments import cli, reporting
 from robustfl_jax.experiments.benchmarks import (adversarial, aggregators,
@@ -61,11 +61,48 @@ def check_suites(only: Sequence[str]) -> list[str]:
   Raises:
     ValueError: a name is not in :data:`SUITES`.
   """
+  if "all" in only:
+    if len(only) > 1:
+      raise ValueError("benchmark suite 'all' cannot be combined with other "
+                       f"names; got {list(only)}.")
+    return list(SUITES)
   unknown = sorted(set(only) - set(SUITES))
   if unknown:
     raise ValueError(f"unknown benchmark suite(s) {unknown}; choose from "
-                     f"{sorted(SUITES)}.")
+                     f"{sorted(SUITES)} or 'all'.")
   return list(dict.fromkeys(only)) if only else list(SUITES)
+
+
+def collect_ratios(result: Any, prefix: str = "") -> dict[str, float]:
+  """Every ratio of a suite's result, by its path (``"rows/3/speedup"``).
+
+  A ratio is a number under a key that contains ``speedup`` or ``ratio``;
+  lists are indexed by position, dicts by key.
+  """
+  found = {}
+  if isinstance(result, dict):
+    items = result.items()
+  elif isinstance(result, (list, tuple)):
+    items = enumerate(result)
+  else:
+    return found
+  for key, value in items:
+    path = f"{prefix}{key}"
+    if isinstance(value, (dict, list, tuple)):
+      found.update(collect_ratios(value, path + "/"))
+    elif (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and ("speedup" in str(key) or "ratio" in str(key))):
+      found[path] = float(value)
+  return found
+
+
+def environment() -> dict[str, Any]:
+  """The backend, device kind and count, JAX version and machine line."""
+  import jax  # pylint: disable=import-outside-toplevel
+  device = jax.devices()[0]
+  return {"backend": jax.default_backend(), "device_kind": device.device_kind,
+          "device_count": jax.device_count(), "jax_version": jax.__version__,
+          "machine": reporting.machine_line()}
 
 
 def run_suites(only: Sequence[str] = (), quick: bool = False,
@@ -74,8 +111,14 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
                publish: bool = False) -> dict[str, SuiteReport]:
   """Runs suites; writes ``benchmark_<suite>.json`` and ``.md`` for each.
 
+  When more than one suite runs (``only=["all"]`` runs every one), also
+  ``benchmark_all.json``: :func:`environment` before and after, and per
+  suite its result and every ratio (:func:`collect_ratios`), so that one run
+  on any device gives the whole table.
+
   Args:
-    only: suite names from :data:`SUITES`; empty runs them all.
+    only: suite names from :data:`SUITES`; empty or ``["all"]`` runs them
+      all.
     quick: each suite's small settings (seconds: checks that it runs).
     out_dir: where the JSON and markdown files go (created).
     repeats: timed repetitions (the best is kept) for every suite; None
@@ -94,6 +137,7 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
   suites = check_suites(only)
   overrides = {} if repeats is None else {"repeats": int(repeats)}
   reports = {}
+  before = environment()
   for suite in suites:
     module = SUITES[suite]
     log(f"[{suite}] running{' (quick)' if quick else ''} ...")
@@ -115,4 +159,11 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
           headline=(module.headline(result) if hasattr(module, "headline")
                     else None)))
     reports[suite] = report
+  if len(suites) > 1:
+    path = reporting.write_json(os.path.join(out_dir, "benchmark_all.json"), {
+        "environment_before": before, "environment_after": environment(),
+        "quick": bool(quick),
+        "suites": {name: {"ratios": collect_ratios(r.result), "result": r.result}
+                   for name, r in reports.items()}}, indent=2)
+    log(f"wrote {path}")
   return reports
