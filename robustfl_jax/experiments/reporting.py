@@ -218,11 +218,11 @@ def publish(name: str, markdown: str, *, command: str,
     return path
   os.makedirs(docs_dir, exist_ok=True)
   links = []
-  for path in files:
-    target = os.path.join(docs_dir, f"{name}_{os.path.basename(path)}")
-    shutil.copyfile(path, target)
+  for source in files:
+    target = os.path.join(docs_dir, f"{name}_{os.path.basename(source)}")
+    shutil.copyfile(source, target)
     if target.endswith(".png"):
-      links.append(f"![{os.path.basename(path)}]({os.path.basename(target)})")
+      links.append(f"![{os.path.basename(source)}]({os.path.basename(target)})")
   doc = (f"# {name}\n\nWritten by `{command}` ({machine_line()}); do not edit "
          "by hand: rerun the command.\n\n" + markdown.strip() + "\n")
   if links:
