@@ -196,18 +196,14 @@ def gan_filter(apply_fn: Callable, params_template: Any,
   def update(updates, state, *, key=None, mask=None, global_params=None,
              round=None, **context):  # pylint: disable=redefined-builtin
     del context
-    key = round_context("gan_filter", global_params, key)
-    finite, valid = finite_rows(updates, mask)
-    rows = jnp.where(valid[:, None], updates, 0)
-    ref = probe.reference(global_params, key)
-    scores = jnp.where(valid, probe.score(ref, global_params, rows), 0.0)
+    finite, valid, rows, ref, raw_scores = _probe_rows(
+        "gan_filter", probe, updates, mask, global_params, key)
+    scores = jnp.where(valid, raw_scores, 0.0)
     would_keep = probe.accept(ref, scores, valid)
     recording = (jnp.asarray(False) if round is None
                  else jnp.asarray(round) < warmup_rounds)
     kept = jnp.where(recording, valid, would_keep)
-    count = jnp.sum(kept)
-    weights = kept.astype(jnp.float32) / jnp.maximum(count, 1)
-    aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
+    weights, aggregate = _mean_of_kept(kept, rows, updates.dtype)
     info = base.with_exclusion({"scores": scores, "selected": kept,
                                 "would_keep": would_keep, "weights": weights,
                                 **base.base_info(finite, valid),
@@ -215,6 +211,22 @@ def gan_filter(apply_fn: Callable, params_template: Any,
     return aggregate, state, info
 
   return Aggregator(init, update)
+
+
+def _probe_rows(name, probe, updates, mask, global_params, key):
+  """What both filters compute first: the valid rows (zeros elsewhere), the
+  probe's reference for the global model and every row's score."""
+  key = round_context(name, global_params, key)
+  finite, valid = finite_rows(updates, mask)
+  rows = jnp.where(valid[:, None], updates, 0)
+  ref = probe.reference(global_params, key)
+  return finite, valid, rows, ref, probe.score(ref, global_params, rows)
+
+
+def _mean_of_kept(kept, rows, dtype):
+  """Equal weights over the kept rows, and their weighted mean in ``dtype``."""
+  weights = kept.astype(jnp.float32) / jnp.maximum(jnp.sum(kept), 1)
+  return weights, (weights @ rows.astype(jnp.float32)).astype(dtype)
 
 
 def check_warmup(warmup_rounds: Any) -> int:
@@ -250,14 +262,10 @@ def recording_filter(probe: BehaviourProbe, num_rounds: int,
   def update(updates, state, *, key=None, mask=None, global_params=None,
              round=None, **context):  # pylint: disable=redefined-builtin
     del context
-    key = round_context("recording_filter", global_params, key)
-    finite, valid = finite_rows(updates, mask)
-    rows = jnp.where(valid[:, None], updates, 0)
-    ref = probe.reference(global_params, key)
-    scores = probe.score(ref, global_params, rows)
+    finite, valid, rows, ref, scores = _probe_rows(
+        "recording_filter", probe, updates, mask, global_params, key)
     gaps = state.gaps.at[round].set(jnp.where(valid, ref[2] - scores, jnp.nan))
-    weights = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)
-    aggregate = (weights @ rows.astype(jnp.float32)).astype(updates.dtype)
+    weights, aggregate = _mean_of_kept(valid, rows, updates.dtype)
     info = base.with_exclusion({"scores": scores, "selected": valid,
                                 "weights": weights,
                                 **base.base_info(finite, valid)}, valid)

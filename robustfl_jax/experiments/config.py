@@ -256,6 +256,25 @@ def _typed(raw: str, kind: Optional[type]) -> Any:
   return value
 
 
+def parse_assignments(text: str, where: str) -> list[tuple[str, Any]]:
+  """``"a=1;b=x"`` -> ``[("a", 1), ("b", "x")]``.
+
+  The settings a grid entry or a table variant carries: values are Python
+  literals where they parse (``1``, ``0.5``, ``(1, 2)``) and strings
+  otherwise (``1/n``, ``blades``).
+
+  Raises:
+    ValueError: an item without ``field=``; the message starts with ``where``.
+  """
+  out = []
+  for item in filter(None, (i.strip() for i in str(text).split(";"))):
+    field, eq, raw = item.partition("=")
+    if not eq or not field.strip():
+      raise ValueError(f"{where}: {item!r} is not field=value.")
+    out.append((field.strip(), _typed(raw.strip(), None)))
+  return out
+
+
 def apply_overrides(config: ml_collections.ConfigDict,
                     overrides: Union[Mapping[str, Any], Sequence[str]] = ()
                     ) -> ml_collections.ConfigDict:

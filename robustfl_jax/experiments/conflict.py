@@ -74,6 +74,7 @@ from robustfl_jax import data as data_lib
 from robustfl_jax import defenses as defenses_lib
 from robustfl_jax.experiments import adversarial as adversarial_hooks
 from robustfl_jax.experiments import builders
+from robustfl_jax.experiments import config as config_lib
 from robustfl_jax.experiments import protocols
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import workdir as workdir_lib
@@ -126,24 +127,15 @@ def parse_spec(spec: str) -> tuple[str, dict]:
   A grid entry may set fields of its section (``aggregator.*`` for a
   defense, ``attack.*`` for an adversary), e.g.
   ``"alie:z_formula=blades"`` or ``"gan_filter:shared_fraction=0.005"``;
-  values are read as int, float or string.
+  values are Python literals where they parse, else strings
+  (:func:`robustfl_jax.experiments.config.parse_assignments`).
 
   Raises:
     ValueError: an override without ``=``.
   """
   name, _, rest = spec.partition(":")
-  overrides = {}
-  for item in filter(None, (i.strip() for i in rest.split(";"))):
-    field, eq, value = item.partition("=")
-    if not eq or not field.strip():
-      raise ValueError(f"grid entry {spec!r}: {item!r} is not field=value.")
-    for cast in (int, float, str):
-      try:
-        overrides[field.strip()] = cast(value.strip())
-        break
-      except ValueError:
-        continue
-  return name.strip(), overrides
+  return name.strip(), dict(config_lib.parse_assignments(
+      rest, f"grid entry {spec!r}"))
 
 
 def _apply(section: ml_collections.ConfigDict, spec: str, where: str) -> None:

@@ -40,7 +40,6 @@ References:
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import time
@@ -50,6 +49,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from robustfl_jax.experiments import config as config_lib
 from robustfl_jax.experiments import protocols
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import workdir as workdir_lib
@@ -195,17 +195,7 @@ def parse_variant(variant: str) -> list[tuple[str, Any]]:
   Raises:
     ValueError: an item without ``=``, naming ``reproduce.variants``.
   """
-  out = []
-  for item in filter(None, (p.strip() for p in str(variant).split(";"))):
-    if "=" not in item:
-      raise ValueError(f"reproduce.variants: {item!r} is not field=value.")
-    field, value = (s.strip() for s in item.split("=", 1))
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass
-    out.append((field, value))
-  return out
+  return config_lib.parse_assignments(variant, "reproduce.variants")
 
 
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> None:

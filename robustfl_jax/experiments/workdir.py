@@ -167,14 +167,14 @@ def claim(workdir: str, config: ml_collections.ConfigDict, *,
   holds_outputs = os.path.isdir(workdir) and any(
       n != PREVIOUS and not n.startswith(".write_test_")
       for n in os.listdir(workdir))
-  if fresh and holds_outputs:
-    pass
-  elif old is None and holds_outputs:
+  moving_aside = fresh and holds_outputs
+  if not moving_aside and old is None and holds_outputs:
     raise WorkdirError(
         f"{workdir} holds outputs of an unrecorded experiment; use another "
         "--workdir, or --fresh to move them to "
         f"{os.path.join(workdir, PREVIOUS)}/<date-time>/ and start anew.")
-  elif old is not None and old.get("fingerprint") != record["fingerprint"]:
+  if (not moving_aside and old is not None
+      and old.get("fingerprint") != record["fingerprint"]):
     raise WorkdirError(
         f"{workdir} holds another experiment ("
         f"{_difference(old.get('fields', {}), fields)}); use another "
@@ -182,7 +182,7 @@ def claim(workdir: str, config: ml_collections.ConfigDict, *,
         f"{os.path.join(workdir, PREVIOUS)}/<date-time>/ and start anew.")
   distributed.barrier("robustfl-claim-checked")
   if main:
-    if fresh and holds_outputs:
+    if moving_aside:
       moved = move_aside(workdir)
       log(f"moved the earlier outputs of {workdir} to {moved}")
     path = os.path.join(workdir, EXPERIMENT_FILE)
