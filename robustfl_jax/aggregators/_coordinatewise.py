@@ -66,14 +66,56 @@ def _sum_rows(values: Array, valid: Array, fn, method: str):
   consumer ``[d]``-shaped, so the network runs once per coordinate. This is
   a lowering device over the rows of one array, not per-client logic.
   """
-  if resolve_method(method, values.shape[0]) == "network":
-    total = None
-    for i in range(values.shape[0]):
-      term = jax.tree.map(lambda t: jnp.where(valid[i], t, 0), fn(values[i]))
-      total = term if total is None else jax.tree.map(jnp.add, total, term)
-    return total
+  method = resolve_method(method, values.shape[0])
+  if method == "network":
+    return _unrolled_row_sum(values, valid, fn, range(values.shape[0]))
+  if method == "callback":
+    return _blocked_row_sum(values, valid, fn)
   terms = fn(values)
   return jax.tree.map(lambda t: jnp.sum(jnp.where(valid[:, None], t, 0), axis=0), terms)
+
+
+def _unrolled_row_sum(values, valid, fn, rows, start=None):
+  """``sum_{i in rows} [valid_i] fn(values[start + i])`` as one fused loop."""
+  total = None
+  for i in rows:
+    if start is None:
+      row, ok = values[i], valid[i]
+    else:
+      row = lax.dynamic_index_in_dim(values, start + i, keepdims=False)
+      ok = lax.dynamic_index_in_dim(valid, start + i, keepdims=False)
+    term = jax.tree.map(lambda t, ok=ok: jnp.where(ok, t, 0), fn(row))
+    total = term if total is None else jax.tree.map(jnp.add, total, term)
+  return total
+
+
+# Rows per step of the blocked row sum: each step is one fused loop over the
+# coordinates, so the program stays small for any row count.
+_ROW_BLOCK = 64
+
+
+def _blocked_row_sum(values, valid, fn):
+  """:func:`_sum_rows` past the network's size: a loop over blocks of rows.
+
+  On CPU, ``jnp.sum(axis=0)`` of an ``[n, d]`` term is a slow column
+  reduction (measured at 256 x 1e5: 6x slower than summing unrolled rows,
+  3x slower than a matmul by the mask); fully unrolling 1,000 rows makes the
+  compile slow. Blocks of :data:`_ROW_BLOCK` unrolled rows in a ``fori_loop``
+  keep both small.
+  """
+  n = values.shape[0]
+  blocks, rest = divmod(n, _ROW_BLOCK)
+  total = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                       jax.eval_shape(fn, values[0]))
+  if blocks:
+    def body(b, acc):
+      part = _unrolled_row_sum(values, valid, fn, range(_ROW_BLOCK), b * _ROW_BLOCK)
+      return jax.tree.map(jnp.add, acc, part)
+    total = lax.fori_loop(0, blocks, body, total)
+  if rest:
+    part = _unrolled_row_sum(values, valid, fn, range(blocks * _ROW_BLOCK, n))
+    total = jax.tree.map(jnp.add, total, part)
+  return total
 
 
 @register_rule("mean")

@@ -14,20 +14,86 @@ def _rand(n, d, seed=0):
   return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
 
-@pytest.mark.parametrize("n", list(range(1, 20)) + [33, 64])
-def test_network_and_sort_give_identical_order_statistics(n):
-  rng = np.random.default_rng(n)
+def _tied_with_infinities(n, d, seed):
+  rng = np.random.default_rng(seed)
   # Ties, infinities and signed zeros are where networks go wrong.
-  x = rng.integers(-3, 4, size=(n, 50)).astype(np.float32)
-  x[rng.random((n, 50)) < 0.1] = np.inf
-  x[rng.random((n, 50)) < 0.1] = -np.inf
+  x = rng.integers(-3, 4, size=(n, d)).astype(np.float32)
+  x[rng.random((n, d)) < 0.1] = np.inf
+  x[rng.random((n, d)) < 0.1] = -np.inf
+  x[rng.random((n, d)) < 0.05] = -0.0
+  return x
+
+
+@pytest.mark.parametrize("n", list(range(1, 20)) + [33, 64, 129, 256, 1000])
+def test_every_method_gives_the_sorted_order_statistics(n):
+  x = _tied_with_infinities(n, 40, n)
+  ranks = tuple(sorted({0, n // 4, n // 2, (n - 1) // 2, n - 1}))
+  expected = np.sort(x, axis=0)
+  methods = ["sort", "callback"] + (["network"] if n <= 64 else [])
+  for method in methods:
+    got = order_statistics(jnp.asarray(x), ranks, method=method)
+    for r, value in zip(ranks, got):
+      np.testing.assert_array_equal(np.asarray(value), expected[r], err_msg=method)
+
+
+@pytest.mark.parametrize("n", list(range(1, 20)) + [33])
+def test_network_gives_every_rank_of_the_sort(n):
+  x = _tied_with_infinities(n, 50, n)
   ranks = tuple(range(n))
-  a = order_statistics(jnp.asarray(x), ranks, method="network")
-  b = order_statistics(jnp.asarray(x), ranks, method="sort")
+  got = order_statistics(jnp.asarray(x), ranks, method="network")
   expected = np.sort(x, axis=0)
   for r in ranks:
-    np.testing.assert_array_equal(np.asarray(a[r]), expected[r])
-    np.testing.assert_array_equal(np.asarray(b[r]), expected[r])
+    np.testing.assert_array_equal(np.asarray(got[r]), expected[r])
+
+
+def test_callback_method_under_vmap_grad_and_batched_ranks():
+  x = _rand(150, 6, seed=4)
+  batch = jnp.stack([jnp.asarray(x), -jnp.asarray(x)])
+  got = jax.vmap(lambda v: order_statistics(v, (3, 75), method="callback")[1])(batch)
+  want = jax.vmap(lambda v: order_statistics(v, (3, 75), method="sort")[1])(batch)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  # d median / d x is 1 at the element holding it (values distinct here).
+  grad = jax.grad(lambda v: jnp.sum(order_statistics(v, (75,), method="callback")[0]))(
+      jnp.asarray(x))
+  grad_sort = jax.grad(lambda v: jnp.sum(order_statistics(v, (75,), method="sort")[0]))(
+      jnp.asarray(x))
+  np.testing.assert_array_equal(np.asarray(grad), np.asarray(grad_sort))
+  assert float(grad.sum()) == 6.0
+
+
+def test_auto_method_by_backend_rows_and_devices(monkeypatch):
+  from robustfl_jax.aggregators import _order_statistics as os_
+  monkeypatch.setattr(os_.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(os_.jax, "device_count", lambda: 1)
+  assert os_.default_method(128) == "network" and os_.default_method(129) == "callback"
+  monkeypatch.setattr(os_.jax, "device_count", lambda: 4)
+  assert os_.default_method(129) == "sort"
+  monkeypatch.setattr(os_.jax, "default_backend", lambda: "gpu")
+  assert os_.default_method(8) == "sort"
+
+
+@pytest.mark.parametrize("n", [129, 256, 1000])
+def test_rules_past_the_network_agree_across_methods_with_excluded_rows(n):
+  u = _rand(n, 30, seed=n)
+  u[:, :10] = np.round(u[:, :10])  # ties
+  u[3] = np.nan
+  u[5, :4] = -np.inf
+  mask = np.ones(n, bool)
+  mask[[7, 11]] = False
+  f = (n - 3) // 8
+  keep = np.delete(u, [3, 5, 7, 11], axis=0)  # non-finite or masked
+  for method in ("callback", "sort"):
+    np.testing.assert_allclose(agg.coordinate_median(u, mask=mask, method=method),
+                               np.median(keep, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(agg.trimmed_mean(u, f, mask=mask, method=method),
+                               ref.trimmed_mean(keep, f), rtol=1e-5, atol=1e-6)
+  # The reference breaks ties at the cut-off by index, the library shares
+  # them: compare the untied columns with it, all columns across methods.
+  meamed = agg.meamed(keep, f, method="callback")
+  np.testing.assert_allclose(meamed[10:], ref.meamed(keep, f)[10:], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(meamed, agg.meamed(keep, f, method="sort"), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(agg.bulyan(u, f, mask=mask, method="callback"),
+                             agg.bulyan(u, f, mask=mask, method="sort"), rtol=1e-5, atol=1e-6)
 
 
 def test_order_statistics_rejects_bad_rank_and_method():

@@ -163,3 +163,12 @@ def test_all_runs_every_suite_and_writes_one_json_with_every_ratio(tmp_path, mon
   # One suite alone writes no combined file.
   benchmarks.run_suites(["a"], out_dir=str(tmp_path / "one"), log=lambda _: None)
   assert not (tmp_path / "one" / "benchmark_all.json").exists()
+
+
+def test_aggregator_suite_keeps_order_statistics_rules_past_the_cutoff():
+  result = aggregators.run(shapes=((8, 64), (12, 64)), repeats=1, all_rules_max_n=8,
+                           rules=["krum", "trimmed_mean"], log=lambda _: None)
+  assert [(r["rule"], r["n"]) for r in result["rows"]] == [
+      ("krum", 8), ("trimmed_mean", 8), ("trimmed_mean", 12)]
+  text = aggregators.to_markdown(result)
+  assert "Compile time (s)" in text and text.count("| trimmed_mean |") == 2
