@@ -99,19 +99,19 @@ def get_config():
   config.aggregator.margin = 0.2   # replaced by the calibrated margin
   # The filter only records in the first rounds (near-chance models).
   config.aggregator.warmup_rounds = 5
+  # Half of the shared sample (per class, at least one example on each
+  # side) is held out from the generator: the validation split on which the
+  # margin is fitted (grid.calibrate_fpr).
+  config.aggregator.validation_split = 0.5
 
   config.grid = ml_collections.ConfigDict()
   # Server rules (aggregator.name), adversaries (attack.name or "none") and
   # data partitions (data.partition); a flag may give them comma-separated.
   # An entry may set fields of its section: "name:field=value;field=value".
   # The GAN filter twice: the digits shared sample (10%) and the seed's 0.5%.
-  # Pruned to fit 30 minutes on the shared 2-core CPU with 3 seeds: median
-  # and trimmed mean are left out (their differentiable forms cost ~2 s per
-  # distance-bounded attack call here, ~8 min per adversary for 9 runs);
-  # add them with --config.grid.defenses.
-  config.grid.defenses = ("mean", "krum", "geometric_median",
-                          "centered_clipping", "fltrust", "gan_filter",
-                          "gan_filter:shared_fraction=0.005")
+  config.grid.defenses = ("mean", "median", "trimmed_mean", "krum",
+                          "geometric_median", "centered_clipping", "fltrust",
+                          "gan_filter", "gan_filter:shared_fraction=0.005")
   # ALIE by the paper's z (default) and by Blades' z, and with the paper's
   # statistics (the Byzantine clients' own updates); the distance-bounded
   # adversary with both objectives.
@@ -126,8 +126,9 @@ def get_config():
   # Seeds per cell (partition and run randomness), reported as mean +- sd.
   config.grid.seeds = (0, 1, 2)
   # The GAN filter's margin is fitted to at most this fraction of honest
-  # exclusions after the warm-up, IID without attack, on its own seed (None:
-  # keep aggregator.margin).
+  # exclusions after the warm-up, on simulated honest IID clients drawn from
+  # the validation split of the shared sample, without attack (None: keep
+  # aggregator.margin); the seed of the simulated clients' draw and run.
   config.grid.calibrate_fpr = 0.05
   config.grid.calibration_seed = 100
   return config
