@@ -217,9 +217,9 @@ def test_the_margin_is_fitted_from_the_validation_split_only(grid_run):
       cell, model=model, params=params, generator=defense.artifacts["generator"],
       x_val=x, y_val=y, log=lambda _: None)
   first = fit(x_val, y_val)
-  assert first == fit(x_val, y_val)                      # deterministic
   assert first["validation_examples"] == len(y_val)
-  # The grid's calibration is this one (same config, seed and split).
+  # Deterministic: the grid's calibration is this one (same config, seed
+  # and split, fitted in another process step).
   assert result_margin(grid_run) == first["margin"]
   # Other data in place of the split: other gaps.
   other = fit(np.asarray(dataset.x_test)[:len(y_val)], np.asarray(dataset.y_test)[:len(y_val)])
