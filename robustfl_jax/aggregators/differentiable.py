@@ -45,31 +45,54 @@ def _weiszfeld(updates: Array, max_iter: int, smoothing: float) -> Array:
   return jax.lax.fori_loop(0, max_iter, step, jnp.mean(x, axis=0))
 
 
-def _sorted_rows(updates: Array, lo: int, hi: int) -> Array:
-  """Rows ``lo..hi-1`` of the column-wise sort, differentiable as a gather.
+def _ranks(updates: Array) -> Array:
+  """``int[n, d]``: each entry's rank in its column (a stable sort's order).
 
-  The order is computed without gradient and the values gathered with
-  ``take_along_axis``, whose transpose is a cheap scatter (reverse-mode
-  through ``jnp.sort`` on ``[n, d]`` is much slower on CPU). Assumes finite
-  rows (the attack's and the honest ones are).
+  ``rank[i, j] = #{k : x[k, j] < x[i, j]} + #{k < i : x[k, j] == x[i, j]}``,
+  a permutation of ``0..n-1`` per column: the position of ``x[i, j]`` in
+  ``jnp.argsort(x[:, j], stable=True)``. Computed by ``n^2`` comparisons per
+  column, without gradient: on CPU an order of magnitude cheaper than
+  ``argsort`` along the rows of ``[n, d]`` for the small ``n`` of a round
+  (20 rows, 9610 coordinates, jitted value and gradient of ``|rule|^2`` on
+  the shared 2-core CPU, 2026-12-03: median 1.9 ms, trimmed mean 0.7 ms,
+  against 23 ms each through ``argsort`` and ``take_along_axis``).
   """
-  x = updates.astype(jnp.float32)
-  order = jnp.argsort(jax.lax.stop_gradient(x), axis=0)[lo:hi]
-  return jnp.take_along_axis(x, order, axis=0)
+  x = jax.lax.stop_gradient(updates)
+  n = x.shape[0]
+  less = jnp.sum(x[None, :, :] < x[:, None, :], axis=1)
+  earlier = jnp.tril(jnp.ones((n, n), bool), -1)  # [i, k]: k < i
+  ties = jnp.sum((x[None, :, :] == x[:, None, :]) & earlier[:, :, None],
+                 axis=1)
+  return less + ties
+
+
+def _rank_sum(x: Array, ranks: Array, lo: int, hi: int) -> Array:
+  """Column sums of the entries of rank ``lo..hi-1``: exact (the other
+  entries add zeros), and the gradient is the rank indicator."""
+  return jnp.sum(jnp.where((ranks >= lo) & (ranks < hi), x, 0), axis=0)
 
 
 def _median(updates: Array) -> Array:
+  """The coordinate median, bit for bit the library's on finite rows
+  (``0.5 a + 0.5 b`` of the two central order statistics)."""
   n = updates.shape[0]
-  rows = _sorted_rows(updates, (n - 1) // 2, n // 2 + 1)
-  return 0.5 * (rows[0] + rows[-1])
+  x = updates.astype(jnp.float32)
+  ranks = _ranks(x)
+  lo, hi = (n - 1) // 2, n // 2
+  return (0.5 * _rank_sum(x, ranks, lo, lo + 1)
+          + 0.5 * _rank_sum(x, ranks, hi, hi + 1))
 
 
 def _trimmed_mean(updates: Array, num_trim: int) -> Array:
+  """The mean of the order statistics ``num_trim .. n - 1 - num_trim`` per
+  coordinate (the library sums them by its clipping identity: equal up to
+  float rounding)."""
   n = updates.shape[0]
   if not 0 <= 2 * num_trim < n:
     raise ValueError(f"differentiable trimmed_mean needs 0 <= 2 num_trim < n; "
                      f"got num_trim={num_trim}, n={n}.")
-  return jnp.mean(_sorted_rows(updates, num_trim, n - num_trim), axis=0)
+  x = updates.astype(jnp.float32)
+  return _rank_sum(x, _ranks(x), num_trim, n - num_trim) / (n - 2 * num_trim)
 
 
 def differentiable_rule(name: str, *, num_byzantine: int = 0,
@@ -78,8 +101,10 @@ def differentiable_rule(name: str, *, num_byzantine: int = 0,
                         center: Optional[Array] = None) -> Rule:
   """A reverse-differentiable ``rule(updates [n, d]) -> [d]`` by name.
 
-  The coordinate median and trimmed mean as gathers of the column-wise
-  order statistics (equal to the library's on finite rows); Krum as the
+  The coordinate median and trimmed mean as sums of the entries of the
+  chosen ranks, the ranks found by pairwise comparison without gradient
+  (equal to the library's on finite rows: the median bit for bit, the
+  trimmed mean up to float rounding; the gradient is the rank indicator); Krum as the
   library computes it (the gradient reaches the selected row); the geometric
   median as ``max_iter`` smoothed Weiszfeld steps in a ``fori_loop`` (the
   library's ``while_loop`` form has no reverse-mode derivative; with enough

@@ -26,7 +26,8 @@ from robustfl_jax.defenses.gan_filter import (THRESHOLD_RULES, Recording,
                                               accept_by_rule, calibrate_margin,
                                               gan_filter, gan_filter_defense,
                                               gan_filter_probe,
-                                              recording_filter, shared_sample)
+                                              recording_filter, shared_sample,
+                                              shared_sample_indices)
 from robustfl_jax.defenses.wgan_gp import (GANResult, balanced_labels,
                                            gradient_penalty, sample,
                                            sample_diversity, train_gan)
@@ -39,5 +40,5 @@ __all__ = [
     "gan_filter_defense", "gan_filter_probe", "get", "gradient_penalty",
     "names", "recording_filter", "register", "root_set", "sample",
     "sample_diversity",
-    "shared_sample", "train_gan", "trust_scores",
+    "shared_sample", "shared_sample_indices", "train_gan", "trust_scores",
 ]

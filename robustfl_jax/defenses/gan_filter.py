@@ -28,8 +28,10 @@ accuracy rule misfires on them (the issue's 44-88% honest exclusion in rounds
 ``"global"`` can be fitted (:func:`calibrate_margin`) to at most a target
 fraction of honest false positives from a recording run
 (:func:`recording_filter`) on IID data without attack: the experiment
-(:func:`robustfl_jax.experiments.conflict.calibrate_gan_filter`) does this
-on a calibration seed of its own, never on test data.
+(:func:`robustfl_jax.experiments.conflict.calibrate_gan_filter`) simulates
+honest IID clients on a validation split of the shared sample that the
+generator never sees (``validation_split``, :func:`shared_sample_indices`),
+never on test data or the clients' data.
 
 Guarantees: a kept update's model reaches the rule's accuracy on the
 synthetic set; rows that are non-finite or masked are never kept; with no
@@ -310,29 +312,74 @@ def calibrate_margin(gaps: Any, honest: Any, *, warmup_rounds: int = 0,
   return max(m, 0.0)
 
 
-def shared_sample(x: Any, y: Any, fraction: float, num_classes: int,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """The clients' shared sample: ``fraction`` of each class (at least one).
+def shared_sample_indices(y: Any, fraction: float, num_classes: int,
+                          seed: int = 0, validation_split: float = 0.0
+                          ) -> tuple[np.ndarray, np.ndarray]:
+  """Indices of the clients' shared sample: ``(generator part, validation)``.
 
   The seed shares "0.5% of the samples" without saying how they are drawn;
-  we stratify by class (``max(1, round(fraction * N_c))`` of class ``c``) so
-  that the conditional generator sees every class even on small data sets.
+  we stratify by class: ``n_c = max(1, round(fraction * N_c))`` examples of
+  class ``c`` (so that the conditional generator sees every class even on
+  small data sets), drawn without replacement with ``seed``. With
+  ``validation_split = v > 0`` the server holds out
+  ``h_c = min(n_c - 1, max(1, round(v * n_c)))`` of them (the first ``h_c``
+  of the draw, so deterministic in ``seed``) as a validation split the
+  generator never sees (used to fit the filter's threshold); then
+  ``n_c >= 2`` (one example on each side). Departure: where
+  ``round(fraction * N_c) < 2`` the sample holds 2 examples of the class,
+  more than ``fraction`` (the seed's 0.5% of digits is one image per class;
+  with a split it is two, one for the generator and one held out).
+
+  Args:
+    y: ``int[N]`` training labels (the indices point into this set; the
+      test set is never read).
+    fraction: in ``(0, 1]``.
+    num_classes: ``K``.
+    seed: the draw's seed.
+    validation_split: the held-out share ``v`` in ``[0, 1)``.
+
+  Returns:
+    Two sorted, disjoint ``int`` index arrays into ``y``; the second is
+    empty when ``v = 0`` (then the first is :func:`shared_sample`'s draw).
 
   Raises:
-    ValueError: ``fraction`` outside (0, 1].
+    ValueError: ``fraction`` outside (0, 1] or ``validation_split`` outside
+      [0, 1).
   """
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"shared_fraction={fraction} must be in (0, 1].")
-  x, y = np.asarray(x), np.asarray(y)
+  if not 0.0 <= validation_split < 1.0:
+    raise ValueError(f"validation_split={validation_split} must be in "
+                     "[0, 1).")
+  y = np.asarray(y)
   rng = np.random.default_rng([seed, 0x5A4E])
-  idx = []
+  least = 2 if validation_split > 0 else 1
+  gan_idx, val_idx = [], []
   for c in range(num_classes):
     members = np.flatnonzero(y == c)
     if len(members) == 0:
       continue
-    take = min(len(members), max(1, int(round(fraction * len(members)))))
-    idx.append(rng.choice(members, take, replace=False))
-  idx = np.sort(np.concatenate(idx))
+    take = min(len(members), max(least, int(round(fraction * len(members)))))
+    drawn = rng.choice(members, take, replace=False)
+    held = 0
+    if validation_split > 0 and take >= 2:
+      held = min(take - 1, max(1, int(round(validation_split * take))))
+    val_idx.append(drawn[:held])
+    gan_idx.append(drawn[held:])
+  return (np.sort(np.concatenate(gan_idx)).astype(np.int64),
+          np.sort(np.concatenate(val_idx)).astype(np.int64))
+
+
+def shared_sample(x: Any, y: Any, fraction: float, num_classes: int,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The clients' shared sample: ``fraction`` of each class (at least one),
+  as :func:`shared_sample_indices` draws it without a validation split.
+
+  Raises:
+    ValueError: ``fraction`` outside (0, 1].
+  """
+  idx, _ = shared_sample_indices(y, fraction, num_classes, seed)
+  x, y = np.asarray(x), np.asarray(y)
   return x[idx], y[idx]
 
 
@@ -340,10 +387,14 @@ def _check_gan_filter(shared_fraction: float = 0.005, gan_steps: int = 1000,
                       gan_learning_rate: float = 1e-4,
                       validation_per_class: int = 20,
                       threshold_rule: str = "median", threshold: float = 0.5,
-                      margin: float = 0.1, warmup_rounds: int = 0) -> None:
+                      margin: float = 0.1, warmup_rounds: int = 0,
+                      validation_split: float = 0.0) -> None:
   check_warmup(warmup_rounds)
   if not 0.0 < float(shared_fraction) <= 1.0:
     raise ValueError(f"shared_fraction={shared_fraction} must be in (0, 1].")
+  if not 0.0 <= float(validation_split) < 1.0:
+    raise ValueError(f"validation_split={validation_split} must be in "
+                     "[0, 1).")
   if int(gan_steps) < 0:
     raise ValueError(f"gan_steps must be >= 0; got {gan_steps}.")
   if not float(gan_learning_rate) > 0:
@@ -360,24 +411,34 @@ def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
                        gan_steps: int = 1000, gan_learning_rate: float = 1e-4,
                        validation_per_class: int = 20,
                        threshold_rule: str = "median", threshold: float = 0.5,
-                       margin: float = 0.1, warmup_rounds: int = 0) -> Defense:
+                       margin: float = 0.1, warmup_rounds: int = 0,
+                       validation_split: float = 0.0) -> Defense:
   """The GAN filter for an experiment.
 
   Trains the conditional WGAN-GP (``gan_steps`` Adam steps at
   ``gan_learning_rate``; Gulrajani et al.'s 1e-4) on the shared sample, a
   ``shared_fraction`` of each class of the training data (the seed shares
-  0.5%) drawn with ``seed``, then filters with ``threshold_rule`` (see
+  0.5%) drawn with ``seed``, less a held-out ``validation_split`` of it
+  (:func:`shared_sample_indices`), then filters with ``threshold_rule`` (see
   :func:`accept_by_rule`) on ``validation_per_class`` synthetic samples per
   class each round, after ``warmup_rounds`` rounds of recording only.
+
+  Returns:
+    A :class:`Defense` whose artifacts hold ``generator`` (the trained GAN),
+    ``shared_indices`` (the generator's and the validation split's indices
+    into the training set) and ``validation`` (``(x, y)`` of the split,
+    empty when ``validation_split = 0``).
   """
   _check_gan_filter(shared_fraction, gan_steps, gan_learning_rate,
                     validation_per_class, threshold_rule, threshold, margin,
-                    warmup_rounds)
-  x_shared, y_shared = shared_sample(dataset.x_train, dataset.y_train,
-                                     float(shared_fraction),
-                                     dataset.num_classes, seed)
+                    warmup_rounds, validation_split)
+  gan_idx, val_idx = shared_sample_indices(
+      dataset.y_train, float(shared_fraction), dataset.num_classes, seed,
+      float(validation_split))
+  x_train, y_train = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
   gan = wgan_gp.train_gan(jax.random.fold_in(jax.random.PRNGKey(seed), 0x6A7),
-                          x_shared, y_shared, dataset.num_classes,
+                          x_train[gan_idx], y_train[gan_idx],
+                          dataset.num_classes,
                           num_steps=int(gan_steps),
                           learning_rate=float(gan_learning_rate))
   hp = dict(per_class=int(validation_per_class), rule=threshold_rule,
@@ -385,4 +446,5 @@ def gan_filter_defense(*, apply_fn: Callable, params: Any, dataset: Any,
   return Defense(gan_filter(apply_fn, params, gan, **hp,
                             warmup_rounds=int(warmup_rounds)),
                  gan_filter_probe(apply_fn, params, gan, **hp),
-                 {"generator": gan})
+                 {"generator": gan, "shared_indices": (gan_idx, val_idx),
+                  "validation": (x_train[val_idx], y_train[val_idx])})

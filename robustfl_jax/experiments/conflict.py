@@ -22,8 +22,10 @@ and the adversary is a ``lax.switch`` on a traced index. With the GAN filter
 in the grid, the server's conditional WGAN-GP is compared beforehand with a
 plain GAN trained on the same shared sample (mode collapse), and with
 ``grid.calibrate_fpr`` the filter's margin is fitted first
-(:func:`calibrate_gan_filter`: a recording run on IID data without attack,
-on ``grid.calibration_seed``, never on test data); the filter only records
+(:func:`calibrate_gan_filter`: a recording run without attack on simulated
+honest IID clients drawn from the validation split of the shared sample,
+``aggregator.validation_split``, which the generator never sees; never on
+test data or the clients' data); the filter only records
 in its ``aggregator.warmup_rounds`` first rounds.
 
 Writes to the work directory:
@@ -188,6 +190,13 @@ def validate(config: ml_collections.ConfigDict) -> Grid:
   for defense in grid.defenses:
     for adversary in grid.adversaries:
       builders.validate_config(cell_config(config, defense, adversary))
+    cell = cell_config(config, defense)
+    if (parse_spec(defense)[0] == "gan_filter"
+        and config.grid.calibrate_fpr is not None
+        and not float(cell.aggregator.validation_split) > 0):
+      raise ValueError(f"grid.defenses={defense!r}: grid.calibrate_fpr fits "
+                       "the margin on the validation split of the shared "
+                       "sample; set aggregator.validation_split > 0.")
   for partition in grid.partitions:  # e.g. data.alpha for "dirichlet"
     cell = cell_config(config, grid.defenses[0])
     cell.data.partition = partition
@@ -265,9 +274,11 @@ def gan_report(config: ml_collections.ConfigDict, dataset: Any, workdir: str,
   """
   from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
   k = dataset.num_classes
-  xs, ys = defenses_lib.shared_sample(dataset.x_train, dataset.y_train,
-                                  float(config.aggregator.shared_fraction), k,
-                                  config.seed)
+  # The generator's part of the shared sample (without the validation split).
+  idx, _ = defenses_lib.shared_sample_indices(
+      dataset.y_train, float(config.aggregator.shared_fraction), k,
+      config.seed, float(config.aggregator.validation_split))
+  xs, ys = np.asarray(dataset.x_train)[idx], np.asarray(dataset.y_train)[idx]
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x6A7)
   reference = LogisticRegression(max_iter=2000).fit(
       dataset.x_train.reshape(len(dataset.y_train), -1), dataset.y_train)
@@ -331,24 +342,64 @@ def sample_grid(samples: dict, labels: np.ndarray, dataset: Any, path: str,
 # The GAN filter's calibration.
 
 
+def calibration_clients(x_val: Any, y_val: Any, num_clients: int,
+                        seed: int) -> FederatedData:
+  """Simulated honest IID clients on the validation split of the shared sample.
+
+  Like an IID partition of the split: a random permutation (``seed``) cut
+  into ``num_clients`` disjoint shares of ``k = max(1, len(split) //
+  num_clients)`` examples (when the split has fewer examples than clients,
+  further permutations are appended and shares repeat examples); each
+  client runs the usual local training on its ``k`` examples; none is
+  Byzantine. The split is much smaller than the training set (digits: 66
+  examples at a 10% shared sample, 10 at 0.5%), so the simulated clients
+  hold far fewer examples than the real ones (about 68 each on digits).
+
+  Raises:
+    ValueError: an empty split (set ``aggregator.validation_split > 0``).
+  """
+  y_val = np.asarray(y_val)
+  if y_val.size == 0:
+    raise ValueError("grid.calibrate_fpr fits the GAN filter's margin on the "
+                     "validation split of the shared sample, which is empty: "
+                     "set aggregator.validation_split > 0.")
+  rng = np.random.default_rng([int(seed), 0xCA1])
+  k = max(1, y_val.size // num_clients)
+  reps = -(-num_clients * k // y_val.size)
+  order = np.concatenate([rng.permutation(y_val.size) for _ in range(reps)])
+  idx = order[:num_clients * k].reshape(num_clients, k)
+  return FederatedData(
+      jnp.asarray(np.asarray(x_val, np.float32)[idx]),
+      jnp.asarray(y_val[idx].astype(np.int32)),
+      jnp.full((num_clients,), k, jnp.int32),
+      jnp.zeros((num_clients,), bool))
+
+
 def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
-                         params: Any, dataset: Any, generator: Any,
-                         byzantine: np.ndarray,
+                         params: Any, generator: Any, x_val: Any, y_val: Any,
                          log: Callable[[str], None] = print) -> dict:
   """Fits the ``"global"`` rule's margin of the GAN filter of ``config``.
 
-  A recording run (:func:`robustfl_jax.defenses.recording_filter`: every
-  valid client kept, every client's synthetic-accuracy gap to the global
-  model recorded) on IID data with no attack, ``config.num_rounds`` rounds,
-  with its own seed ``grid.calibration_seed`` (partition and run key; no
-  grid seed's partition is used, and the test set is never read); the
-  margin is the smallest one that excludes at most ``grid.calibrate_fpr`` of
-  the honest clients' decisions after ``aggregator.warmup_rounds`` rounds
+  Only the validation split of the shared sample is read (``x_val, y_val``:
+  the ``aggregator.validation_split`` the generator never saw,
+  :func:`robustfl_jax.defenses.shared_sample_indices`); neither the test
+  set nor the clients' data. A recording run
+  (:func:`robustfl_jax.defenses.recording_filter`: every client kept, every
+  client's synthetic-accuracy gap to the global model recorded) of
+  ``config.num_rounds`` rounds without attack on ``num_clients`` simulated
+  honest IID clients holding disjoint shares of the split
+  (:func:`calibration_clients`, seed ``grid.calibration_seed``); the margin is the smallest one that
+  excludes at most ``grid.calibrate_fpr`` of the honest clients' decisions
+  after ``aggregator.warmup_rounds`` rounds
   (:func:`robustfl_jax.defenses.calibrate_margin`).
 
   Returns:
     ``{"margin", "calibration_seed", "max_false_positives",
-    "warmup_rounds", "honest_gap_quantiles"}``.
+    "warmup_rounds", "validation_split", "validation_examples",
+    "calibration_false_positives", "honest_gap_quantiles"}``.
+
+  Raises:
+    ValueError: a threshold rule other than ``"global"`` or an empty split.
   """
   if config.aggregator.threshold_rule != "global":
     raise ValueError("grid.calibrate_fpr fits the margin of "
@@ -357,20 +408,18 @@ def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
   seed = int(config.grid.calibration_seed)
   fpr = float(config.grid.calibrate_fpr)
   warmup = int(config.aggregator.warmup_rounds)
-  rounds = int(config.num_rounds)
+  rounds, n = int(config.num_rounds), int(config.num_clients)
+  fed = calibration_clients(x_val, y_val, n, seed)
   cell = cell_config(config, config.aggregator.name, "none")
   cell.data.partition = "iid"
   probe = defenses_lib.gan_filter_probe(
       model.apply, params, generator,
       per_class=int(config.aggregator.validation_per_class), rule="global",
       margin=float(config.aggregator.margin))
-  recorder = defenses_lib.recording_filter(probe, rounds, int(config.num_clients))
-  fed, max_examples, _ = stacked_client_data(cell, ("iid",), dataset,
-                                             byzantine, (seed,))
-  fed = jax.tree.map(lambda a: a[0], fed)
+  recorder = defenses_lib.recording_filter(probe, rounds, n)
   round_fn, init_state = protocols.build_round(
       cell, model=model, params=params, aggregator=recorder, attack=None,
-      scorer=None, train_loss=None, max_examples=max_examples,
+      scorer=None, train_loss=None, max_examples=int(fed.y.shape[1]),
       client_execution=builders.client_execution(cell))
 
   @jax.jit
@@ -382,21 +431,24 @@ def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
 
   t0 = time.time()
   gaps = np.asarray(run(fed, run_keys((seed,), 1)[0]))
-  honest = ~np.asarray(byzantine, bool)
+  honest = np.ones(n, bool)
   margin = defenses_lib.calibrate_margin(gaps, honest, warmup_rounds=warmup,
                                          max_false_positives=fpr)
-  after = gaps[warmup:, honest]
+  after = gaps[warmup:]
   after = after[np.isfinite(after)]
   result = {"margin": margin, "calibration_seed": seed,
             "max_false_positives": fpr, "warmup_rounds": warmup,
+            "validation_split": float(config.aggregator.validation_split),
+            "validation_examples": int(np.asarray(y_val).size),
             "calibration_false_positives": float(np.mean(after > margin)),
             "honest_gap_quantiles": {
                 str(q): float(np.quantile(after, q))
                 for q in (0.5, 0.9, 0.95, 0.99)}}
   log(f"GAN filter ({config.aggregator.name}, shared_fraction "
       f"{config.aggregator.shared_fraction}): margin {margin:.3f} fitted to "
-      f"<= {fpr:.0%} honest exclusion after {warmup} warm-up rounds on IID "
-      f"data without attack (calibration seed {seed}), {time.time() - t0:.0f}s")
+      f"<= {fpr:.0%} honest exclusion after {warmup} warm-up rounds, {n} "
+      f"simulated IID clients on the validation split "
+      f"({result['validation_examples']} examples), {time.time() - t0:.0f}s")
   return result
 
 
@@ -579,9 +631,10 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
     generator = defense.artifacts["generator"]
     aggregator, probe = defense.aggregator, defense.probe
     if config.grid.calibrate_fpr is not None:
+      x_val, y_val = defense.artifacts["validation"]
       calibration[spec] = calibrate_gan_filter(
-          cell, model=model, params=params, dataset=dataset,
-          generator=generator, byzantine=byzantine, log=log)
+          cell, model=model, params=params, generator=generator,
+          x_val=x_val, y_val=y_val, log=log)
       aggregator, probe = calibrated_filter(cell, model, params, generator,
                                             calibration[spec]["margin"])
     prebuilt[spec] = (aggregator, probe)
@@ -648,8 +701,11 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
         f"\n`{spec}`: warm-up {c['warmup_rounds']} rounds (records only); "
         f"margin {c['margin']:.3f} of the `global` rule fitted to <= "
         f"{c['max_false_positives']:.0%} honest exclusions after the warm-up "
-        "on IID data without attack (calibration seed "
-        f"{c['calibration_seed']}, {c['calibration_false_positives']:.3f} "
+        f"on {int(config.num_clients)} simulated honest IID clients drawn "
+        f"from the validation split of the shared sample ("
+        f"{c['validation_split']:g} of it held out from the generator, "
+        f"{c['validation_examples']} examples; calibration seed "
+        f"{c['calibration_seed']}; {c['calibration_false_positives']:.3f} "
         "there). Per-round exclusion, mean over seeds:\n\n"
         + exclusion_table(rows, spec, grid.adversaries, data_labels) + "\n")
   reporting.write_text(os.path.join(workdir, "conflict.md"), markdown)
@@ -928,7 +984,8 @@ def report(result: ConflictResult) -> str:
 
 
 __all__ = ["ConflictResult", "Grid", "PARTITION_LABELS", "SUMMARY_FIELDS",
-           "build_adversary", "calibrate_gan_filter", "calibrated_filter", "claims",
+           "build_adversary", "calibrate_gan_filter", "calibrated_filter",
+           "calibration_clients", "claims",
            "cell_config", "cell_rows", "exclusion_table", "gan_report",
            "headline", "heatmaps", "markdown_table", "names", "parse_spec",
            "partition_label", "report", "run_conflict", "run_keys",

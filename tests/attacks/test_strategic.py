@@ -58,11 +58,31 @@ def test_byzantine_rows_stay_inside_the_honest_ball(rule, budget):
 
 @pytest.mark.parametrize("n", [9, 10])
 def test_differentiable_median_and_trimmed_mean_match_the_library(n):
-  updates = jnp.asarray(np.random.default_rng(n).normal(size=(n, D)), jnp.float32)
-  np.testing.assert_allclose(agg.differentiable_rule("median")(updates),
-                             agg.coordinate_median(updates), rtol=1e-6)
+  updates = np.random.default_rng(n).normal(size=(n, D)).astype(np.float32)
+  updates[1] = updates[4]           # ties: equal rows
+  updates[2, ::2] = updates[0, ::2]  # and equal entries in some columns
+  updates = jnp.asarray(updates)
+  np.testing.assert_array_equal(agg.differentiable_rule("median")(updates),
+                                agg.coordinate_median(updates))
   np.testing.assert_allclose(agg.differentiable_rule("trimmed_mean", num_trim=2)(updates),
-                             agg.trimmed_mean(updates, num_trim=2), rtol=1e-5)
+                             agg.trimmed_mean(updates, num_trim=2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule,lo,hi", [("median", None, None), ("trimmed_mean", 2, 8)])
+def test_differentiable_order_statistics_gradient_is_the_rank_indicator(rule, lo, hi):
+  n = 10
+  updates = np.random.default_rng(1).normal(size=(n, D)).astype(np.float32)
+  updates[3] = updates[7]  # a tie: exactly one of the two rows carries it
+  fn = agg.differentiable_rule(rule, num_trim=2)
+  grad = np.asarray(jax.grad(lambda u: jnp.sum(fn(u)))(jnp.asarray(updates)))
+  # The stable sort's ranks give the expected weights, column by column.
+  ranks = np.argsort(np.argsort(updates, axis=0, kind="stable"), axis=0, kind="stable")
+  if rule == "median":
+    want = 0.5 * (ranks == (n - 1) // 2) + 0.5 * (ranks == n // 2)
+  else:
+    want = ((ranks >= lo) & (ranks < hi)) / (hi - lo)
+  np.testing.assert_allclose(grad, want, atol=1e-7)
+  np.testing.assert_allclose(grad.sum(0), 1.0, rtol=1e-6)
 
 
 def test_differentiable_geometric_median_matches_the_library():

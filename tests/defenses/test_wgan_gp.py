@@ -87,6 +87,27 @@ def test_shared_sample_is_stratified_and_validates_fraction():
     defenses.shared_sample(x, y, 0.0, 3)
 
 
+def test_shared_sample_validation_split_is_disjoint_and_deterministic():
+  y = np.repeat(np.arange(3), [100, 10, 1])
+  gan, val = defenses.shared_sample_indices(y, 0.2, 3, seed=4, validation_split=0.5)
+  assert np.intersect1d(gan, val).size == 0
+  # Indices into the training labels only (the test set is never read).
+  assert gan.min() >= 0 and max(gan.max(), val.max()) < len(y)
+  # Per class: round(0.2 n_c), at least 2 (one on each side); half held out.
+  assert np.bincount(y[gan], minlength=3).tolist() == [10, 1, 1]
+  assert np.bincount(y[val], minlength=3).tolist() == [10, 1, 0]
+  again = defenses.shared_sample_indices(y, 0.2, 3, seed=4, validation_split=0.5)
+  np.testing.assert_array_equal(gan, again[0])
+  np.testing.assert_array_equal(val, again[1])
+  # Without a split: shared_sample's draw and an empty validation split.
+  whole, none = defenses.shared_sample_indices(y, 0.2, 3, seed=4)
+  assert none.size == 0
+  x = np.arange(len(y))[:, None].astype(np.float32)
+  np.testing.assert_array_equal(x[whole], defenses.shared_sample(x, y, 0.2, 3, seed=4)[0])
+  with pytest.raises(ValueError, match="validation_split=1.0"):
+    defenses.shared_sample_indices(y, 0.2, 3, validation_split=1.0)
+
+
 @pytest.mark.benchmark
 def test_wgan_gp_is_more_diverse_than_a_plain_gan_on_digits():
   from robustfl_jax import data

@@ -1,10 +1,12 @@
 """The conflict grid (robustfl_jax.experiments.conflict) on a tiny grid."""
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from robustfl_jax.experiments import conflict
@@ -162,6 +164,7 @@ def test_names_accept_flags_and_tuples():
     ({"grid.partitions": ("dirichlet",), "data.alpha": 0.0}, "data.alpha"),
     ({"grid.adversaries": ("alie:zz=1",)}, "'zz' is not a field"),
     ({"grid.seeds": (1, 1)}, "grid.seeds"),
+    ({"aggregator.validation_split": 0.0}, "aggregator.validation_split > 0"),
 ])
 def test_validate_names_the_field(overrides, field):
   with pytest.raises(ValueError, match=field):
@@ -176,3 +179,52 @@ def test_script_reports_a_bad_grid_in_one_line(tmp_path):
   assert completed.returncode == 2
   assert completed.stderr.strip().splitlines()[-1].startswith(
       "error: grid.defenses='nope' is not known")
+
+
+def test_calibration_clients_share_the_split_disjointly():
+  x_val = np.arange(13, dtype=np.float32)[:, None] * np.ones((1, 4), np.float32)
+  y_val = np.arange(13) % 10
+  fed = conflict.calibration_clients(x_val, y_val, 4, seed=0)
+  rows = np.asarray(fed.x)[..., 0].astype(int)          # [clients, k]
+  assert rows.shape == (4, 3) and np.asarray(fed.count).tolist() == [3] * 4
+  assert len(set(rows.ravel().tolist())) == 12           # disjoint shares
+  np.testing.assert_array_equal(np.asarray(fed.y), y_val[rows])
+  assert not np.asarray(fed.byzantine).any()
+  # Fewer examples than clients: one each, repeating examples.
+  assert np.asarray(conflict.calibration_clients(x_val[:3], y_val[:3], 5, 0).count).tolist() == [1] * 5
+  with pytest.raises(ValueError, match="aggregator.validation_split > 0"):
+    conflict.calibration_clients(x_val[:0], y_val[:0], 4, seed=0)
+
+
+def test_the_margin_is_fitted_from_the_validation_split_only(grid_run):
+  """The defense holds out a split disjoint from the generator's sample; the
+  calibration reads only that split (its signature takes no data set) and
+  depends on it."""
+  from robustfl_jax.experiments import builders
+  config = tiny_config()
+  cell = conflict.cell_config(config, "gan_filter")
+  dataset = builders.build_dataset(cell)
+  model, params = builders.build_model(cell, dataset)
+  defense = builders.build_defense(cell, model=model, params=params,
+                                   dataset=dataset)
+  gan_idx, val_idx = defense.artifacts["shared_indices"]
+  assert val_idx.size > 0 and np.intersect1d(gan_idx, val_idx).size == 0
+  assert val_idx.max() < len(dataset.y_train)
+  x_val, y_val = defense.artifacts["validation"]
+  np.testing.assert_array_equal(x_val, np.asarray(dataset.x_train)[val_idx])
+  assert "dataset" not in inspect.signature(conflict.calibrate_gan_filter).parameters
+  fit = lambda x, y: conflict.calibrate_gan_filter(
+      cell, model=model, params=params, generator=defense.artifacts["generator"],
+      x_val=x, y_val=y, log=lambda _: None)
+  first = fit(x_val, y_val)
+  assert first["validation_examples"] == len(y_val)
+  # Deterministic: the grid's calibration is this one (same config, seed
+  # and split, fitted in another process step).
+  assert result_margin(grid_run) == first["margin"]
+  # Other data in place of the split: other gaps.
+  other = fit(np.asarray(dataset.x_test)[:len(y_val)], np.asarray(dataset.y_test)[:len(y_val)])
+  assert other["honest_gap_quantiles"] != first["honest_gap_quantiles"]
+
+
+def result_margin(grid_run):
+  return grid_run[0].meta["gan_calibration"]["gan_filter"]["margin"]
