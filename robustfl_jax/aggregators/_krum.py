@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._coordinatewise import (
     _median_from_valid, mean_of_nearest, weighted_row_sum)
@@ -57,7 +57,7 @@ def _gram_distances(updates: Array) -> tuple[Array, Array]:
   """
   dtype = base.compute_dtype(updates.dtype)
   u = updates.astype(dtype)
-  gram = jnp.matmul(u, u.T, precision=lax.Precision.HIGHEST)
+  gram = columns.gram(u)
   sq = jnp.diagonal(gram)
   finite = jnp.isfinite(sq)
   dist = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
@@ -132,7 +132,8 @@ def _krum(updates, num_byzantine: int, mask=None):
   best = _best(scores, valid, dist)
   selected = (jnp.arange(n) == best) & valid
   weights = selected.astype(base.compute_dtype(updates.dtype))
-  out = weighted_row_sum(updates, weights, valid).astype(updates.dtype)
+  out = columns.map_columns(lambda u: weighted_row_sum(u, weights, valid),
+                            updates).astype(updates.dtype)
   return out, {"selected": selected, "weights": weights, "scores": scores}
 
 
@@ -200,7 +201,8 @@ def _multi_krum(updates, num_byzantine: int, num_selected: Optional[int] = None,
   dtype = base.compute_dtype(updates.dtype)
   count = jnp.maximum(jnp.sum(selected), 1).astype(dtype)
   weights = selected.astype(dtype) / count
-  out = weighted_row_sum(updates, weights, valid).astype(updates.dtype)
+  out = columns.map_columns(lambda u: weighted_row_sum(u, weights, valid),
+                            updates).astype(updates.dtype)
   return out, {"selected": selected, "weights": weights, "scores": scores}
 
 
@@ -262,8 +264,12 @@ def _bulyan(updates, num_byzantine: int, mask=None, method: str = "auto"):
   # rounding picks other values than float32 would (up to 0.27 apart,
   # measured), so low-precision input is computed in float32.
   x = updates.astype(base.compute_dtype(updates.dtype))
-  med = _median_from_valid(x, selected, method)
-  out = mean_of_nearest(x, selected, med, num_keep=beta, method=method)
+
+  def coordinate_phase(u):
+    med = _median_from_valid(u, selected, method)
+    return mean_of_nearest(u, selected, med, num_keep=beta, method=method)
+
+  out = columns.map_columns(coordinate_phase, x)
   return out.astype(updates.dtype), {"selected": selected}
 
 
