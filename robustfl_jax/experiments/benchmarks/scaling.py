@@ -208,6 +208,9 @@ def to_markdown(result: dict) -> str:
       line += [f"{r['sharded_s']:.4f}", f"{r['gathered_s']:.4f}"]
     table.append(line)
   factor = per_device_factor(result)
+  gathered = max((r["gathered_bytes"] / r["matrix_bytes"]
+                  for r in result["rows"] if r["devices"] > 1),
+                 default=float("nan"))
   load = ""
   if "load_start" in result:
     load = (" Load averages (1, 5, 15 min) at the start: "
@@ -222,8 +225,9 @@ def to_markdown(result: dict) -> str:
         f"1.00 of it). A 1,000-client round of a 100M-parameter model "
         f"(C x d x 4 = 400 GB) needs by it {factor * 400:.0f} GB / D per "
         f"device: {factor * 400 / 8:.1f} GB on 8 devices, "
-        f"{factor * 400 / 64:.2f} GB on 64; gathered, 400 GB on every "
-        "device whatever D.")
+        f"{factor * 400 / 64:.2f} GB on 64. Gathered, every device holds "
+        f"{gathered:.2f} x C x d x 4 at most as measured here (at least the "
+        f"matrix itself): {gathered * 400:.0f} GB whatever D.")
   return (f"Aggregation per device ({result['backend']} backend; bytes from "
           "the compiled aggregation's memory_analysis: arguments + "
           "temporaries + outputs; the updates arrive split over clients)."
