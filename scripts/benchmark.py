@@ -26,6 +26,9 @@ _OUT = flags.DEFINE_string("out_dir", benchmarks.DEFAULT_OUT_DIR,
                            "Where JSON and markdown go.")
 _REPEATS = flags.DEFINE_integer(
     "repeats", None, "Timed repetitions (the best is kept); default: each suite's own.")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False,
+    "Suites that can (scaling) only compile and report memory, no timing.")
 _PUBLISH = flags.DEFINE_bool(
     "publish", False, "Also write docs/results/benchmark_<suite>.md.")
 
@@ -34,7 +37,8 @@ def main(argv):
   del argv
   return cli.run_or_exit(lambda: benchmarks.run_suites(
       _ONLY.value, quick=_QUICK.value, out_dir=_OUT.value,
-      repeats=_REPEATS.value, log=cli.say, publish=_PUBLISH.value))
+      repeats=_REPEATS.value, log=cli.say, publish=_PUBLISH.value,
+      compile_only=_COMPILE_ONLY.value))
 
 
 if __name__ == "__main__":

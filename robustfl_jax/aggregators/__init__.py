@@ -17,7 +17,7 @@ Example::
   aggregate, state, info = aggregator.update(updates, state)
 """
 
-from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators.base import Aggregator, EmptyState
 from robustfl_jax.aggregators._registry import (
     PRE_AGGREGATORS, RULES, get, hparam_names, names, pre_aggregator_names,
@@ -39,7 +39,7 @@ from robustfl_jax.aggregators.differentiable import (
 
 __all__ = [
     "Aggregator", "CenteredClippingState", "DIFFERENTIABLE_RULES",
-    "EmptyState", "PRE_AGGREGATORS", "RULES", "RomoaState", "arc", "base",
+    "EmptyState", "PRE_AGGREGATORS", "columns", "RULES", "RomoaState", "arc", "base",
     "bucketing", "bulyan", "centered_clipping", "centered_clipping_aggregator",
     "chain", "clip_by_norm", "coordinate_median", "differentiable_rule",
     "geometric_median", "get", "hparam_names", "krum", "krum_scores", "meamed",

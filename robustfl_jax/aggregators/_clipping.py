@@ -9,7 +9,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators._registry import register, register_pre_aggregator
 from robustfl_jax.aggregators._coordinatewise import weighted_row_sum
 
@@ -104,7 +104,7 @@ def _centered_clipping(updates, center=None, radius=10.0, num_iters=1, mask=None
   n, d = updates.shape
   dtype = base.compute_dtype(updates.dtype)
   valid = base.valid_rows(updates, mask)
-  values = base.zero_invalid(updates, valid).astype(dtype)
+  values = updates  # not zeroed (a copy): every pass excludes invalid rows
   if center is None:
     center = jnp.zeros((d,), dtype)
   center = jnp.asarray(center, dtype)
@@ -115,10 +115,13 @@ def _centered_clipping(updates, center=None, radius=10.0, num_iters=1, mask=None
   count = jnp.maximum(jnp.sum(valid), 1).astype(dtype)
 
   def step(_, v):
-    diff_norms = base.row_norms(jnp.where(valid[:, None], values - v, 0))
+    diff_norms = columns.row_norms(
+        lambda u, c: jnp.where(valid[:, None], u.astype(dtype) - c, 0),
+        values, v)
     factor = jnp.where(valid, _clip_factor(diff_norms, radius), 0) / count
     # v + sum_i c_i (u_i - v) = (1 - sum_i c_i) v + sum_i c_i u_i: one matmul.
-    return (1 - jnp.sum(factor)) * v + weighted_row_sum(values, factor, valid)
+    return (1 - jnp.sum(factor)) * v + columns.map_columns(
+        lambda u: weighted_row_sum(u.astype(dtype), factor, valid), values)
 
   out = lax.fori_loop(0, num_iters, step, center)
   out = jnp.where(jnp.any(valid), out, center)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._order_statistics import order_statistics, resolve_method
 
@@ -119,6 +119,7 @@ def _blocked_row_sum(values, valid, fn):
 
 
 @register_rule("mean")
+@columns.columnwise
 def _mean(updates, weights=None, mask=None):
   updates = base.as_updates(updates, "mean")
   n = updates.shape[0]
@@ -212,6 +213,7 @@ def _weighted_median(updates: Array, weights: Array, valid: Array) -> Array:
 
 
 @register_rule("coordinate_median", aliases=("median",))
+@columns.columnwise
 def _coordinate_median(updates, weights=None, mask=None, method: str = "auto"):
   updates = base.as_updates(updates, "coordinate_median")
   valid = base.valid_rows(updates, mask)
@@ -304,6 +306,7 @@ def check_trimmed_mean(n: int, num_trim) -> int:
 
 
 @register_rule("trimmed_mean", rows_check=check_trimmed_mean)
+@columns.columnwise
 def _trimmed_mean(updates, num_trim: int, weights=None, mask=None,
                   method: str = "auto"):
   updates = base.as_updates(updates, "trimmed_mean")
@@ -401,6 +404,7 @@ def check_meamed(n: int, num_byzantine) -> int:
 
 
 @register_rule("meamed", rows_check=check_meamed)
+@columns.columnwise
 def _meamed(updates, num_byzantine: int, mask=None, method: str = "auto"):
   updates = base.as_updates(updates, "meamed")
   f = check_meamed(updates.shape[0], num_byzantine)

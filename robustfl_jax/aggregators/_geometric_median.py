@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._coordinatewise import _coordinate_median, weighted_row_sum
 
@@ -16,7 +16,18 @@ Array = jax.Array
 
 
 def _row_distances(values: Array, point: Array, valid: Array) -> Array:
-  return base.row_norms(jnp.where(valid[:, None], values - point[None, :], 0))
+  """``|u_i - point|`` of the valid rows (0 for the others), by
+  :func:`columns.row_norms` (chunk by chunk under a column plan)."""
+  dtype = point.dtype
+  return columns.row_norms(
+      lambda u, p: jnp.where(valid[:, None], u.astype(dtype) - p[None, :], 0),
+      values, point)
+
+
+def _weighted_sum(values: Array, weights: Array, valid: Array) -> Array:
+  dtype = base.compute_dtype(values.dtype)
+  return columns.map_columns(
+      lambda u: weighted_row_sum(u.astype(dtype), weights, valid), values)
 
 
 @register_rule("geometric_median")
@@ -40,13 +51,14 @@ def _geometric_median(updates, weights=None, mask=None, max_iter: int = 100,
   alpha = jnp.where(valid, alpha, 0)
   total = jnp.sum(alpha)
   alpha = alpha / jnp.where(total > 0, total, 1)
-  values = base.zero_invalid(updates, valid).astype(dtype)
+  # Not zeroed here (a copy of [n, d]): every pass excludes invalid rows.
+  values = updates
 
   def objective(point):
     return jnp.sum(alpha * _row_distances(values, point, valid))
 
   if init == "mean":
-    start = weighted_row_sum(values, alpha, valid)
+    start = _weighted_sum(values, alpha, valid)
   elif init == "median":
     start = _coordinate_median(updates, weights, valid)[0].astype(dtype)
   else:
@@ -61,7 +73,7 @@ def _geometric_median(updates, weights=None, mask=None, max_iter: int = 100,
     it, point, obj, _ = state
     beta = alpha / jnp.maximum(smoothing, _row_distances(values, point, valid))
     beta = beta / jnp.maximum(jnp.sum(beta), jnp.finfo(dtype).tiny)
-    new_point = weighted_row_sum(values, beta, valid)
+    new_point = _weighted_sum(values, beta, valid)
     return it + 1, new_point, objective(new_point), obj
 
   iters, point, obj, _ = lax.while_loop(cond, body, init)

@@ -14,11 +14,9 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
-from jax.experimental import buffer_callback
 
-from robustfl_jax.aggregators import base
+from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators._registry import register_rule
 from robustfl_jax.aggregators._coordinatewise import (
     _median_from_valid, mean_of_nearest, weighted_row_sum)
@@ -49,60 +47,6 @@ def pairwise_sq_distances(updates: Array) -> Array:
   return _gram_distances(updates)[0]
 
 
-# Below this many coordinates the host round trip costs more than it saves.
-HOST_GRAM_MIN_COORDS = 2**15
-
-
-def _host_gram(ctx, out, x) -> None:
-  """``out = x @ x.T`` in NumPy, on XLA's buffers (no copies)."""
-  del ctx
-  x, out = np.asarray(x), np.asarray(out)
-  np.matmul(x, np.swapaxes(x, -1, -2), out=out)
-
-
-@jax.custom_jvp
-def _callback_gram(u: Array) -> Array:
-  n = u.shape[0]
-  return buffer_callback.buffer_callback(
-      _host_gram, jax.ShapeDtypeStruct((n, n), u.dtype), vmap_method="expand_dims")(u)
-
-
-@_callback_gram.defjvp
-def _callback_gram_jvp(primals, tangents):
-  u, = primals
-  t, = tangents
-  cross = jnp.matmul(t, u.T, precision=lax.Precision.HIGHEST)
-  return _callback_gram(u), cross + cross.T
-
-
-def gram_method(num_coords: int) -> str:
-  """``"blas"`` (NumPy's BLAS through a callback) or ``"xla"`` for the Gram.
-
-  On one CPU device XLA's ``dot`` of ``[n, d] x [d, n]`` with a huge ``d``
-  runs at half the speed of the BLAS SYRK NumPy calls for ``u @ u.T``
-  (measured at 64 x 2**20: 0.27 s against 0.11 s; XLA's YNNPACK, XNNPACK,
-  oneDNN and blocked/batched forms were no faster). The BLAS path is a
-  :func:`jax.experimental.buffer_callback`, which hands NumPy views of XLA's
-  own buffers (a :func:`jax.pure_callback` copies the ``[n, d]`` input, which
-  costs more than the product saves). With several devices
-  (a parameter-sharded aggregation) or on GPU/TPU the XLA ``dot`` is kept.
-  """
-  if (jax.default_backend() == "cpu" and jax.device_count() == 1
-      and num_coords >= HOST_GRAM_MIN_COORDS):
-    return "blas"
-  return "xla"
-
-
-def gram(u: Array) -> Array:
-  """``u @ u.T`` at full precision, on the faster backend (:func:`gram_method`).
-
-  Differentiable either way (the BLAS path has a JVP in XLA).
-  """
-  if gram_method(u.shape[-1]) == "blas":
-    return _callback_gram(u)
-  return jnp.matmul(u, u.T, precision=lax.Precision.HIGHEST)
-
-
 def _gram_distances(updates: Array) -> tuple[Array, Array]:
   """Distances and the rows whose squared norm is finite.
 
@@ -113,7 +57,7 @@ def _gram_distances(updates: Array) -> tuple[Array, Array]:
   """
   dtype = base.compute_dtype(updates.dtype)
   u = updates.astype(dtype)
-  products = gram(u)
+  products = columns.gram(u)
   sq = jnp.diagonal(products)
   finite = jnp.isfinite(sq)
   dist = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * products, 0.0)
@@ -220,7 +164,8 @@ def _krum(updates, num_byzantine: int, mask=None):
   best = _best(scores, valid, dist)
   selected = (jnp.arange(n) == best) & valid
   weights = selected.astype(base.compute_dtype(updates.dtype))
-  out = weighted_row_sum(updates, weights, valid).astype(updates.dtype)
+  out = columns.map_columns(lambda u: weighted_row_sum(u, weights, valid),
+                            updates).astype(updates.dtype)
   return out, {"selected": selected, "weights": weights, "scores": scores}
 
 
@@ -288,7 +233,8 @@ def _multi_krum(updates, num_byzantine: int, num_selected: Optional[int] = None,
   dtype = base.compute_dtype(updates.dtype)
   count = jnp.maximum(jnp.sum(selected), 1).astype(dtype)
   weights = selected.astype(dtype) / count
-  out = weighted_row_sum(updates, weights, valid).astype(updates.dtype)
+  out = columns.map_columns(lambda u: weighted_row_sum(u, weights, valid),
+                            updates).astype(updates.dtype)
   return out, {"selected": selected, "weights": weights, "scores": scores}
 
 
@@ -351,8 +297,12 @@ def _bulyan(updates, num_byzantine: int, mask=None, method: str = "auto"):
   # rounding picks other values than float32 would (up to 0.27 apart,
   # measured), so low-precision input is computed in float32.
   x = updates.astype(base.compute_dtype(updates.dtype))
-  med = _median_from_valid(x, selected, method)
-  out = mean_of_nearest(x, selected, med, num_keep=beta, method=method)
+
+  def coordinate_phase(u):
+    med = _median_from_valid(u, selected, method)
+    return mean_of_nearest(u, selected, med, num_keep=beta, method=method)
+
+  out = columns.map_columns(coordinate_phase, x)
   return out.astype(updates.dtype), {"selected": selected}
 
 

@@ -513,8 +513,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def updates_sharding(config: ml_collections.ConfigDict, mesh: Any) -> Any:
   """Where the round places the ``[C, d]`` updates for ``aggregator.name``:
-  split along ``d`` for the rules that shard, else gathered with a
-  ``RuntimeWarning`` (see :func:`robustfl_jax.fl.sharding.aggregation_sharding`).
+  split along ``d`` for the rules that shard (one column chunk at a time
+  without pre-aggregators), else gathered with a ``RuntimeWarning`` (see
+  :func:`robustfl_jax.fl.sharding.aggregation_sharding`).
   """
   name = config.aggregator.name
   if name in aggregators.RULES:

@@ -27,6 +27,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Optional
 
 import jax
@@ -37,6 +38,7 @@ import optax
 from robustfl_jax.attacks import Attack, as_attack
 from robustfl_jax.fl.local import LocalResult, make_local_train
 from robustfl_jax.fl.metrics import detection_rates
+from robustfl_jax.fl import sharding
 from robustfl_jax.fl.server import FederatedData, ServerState
 
 Array = jax.Array
@@ -210,8 +212,10 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       convolutions into grouped ones that XLA's CPU backend runs slowly.
     updates_sharding: a ``jax.sharding.Sharding`` the ``[C, d]`` updates are
       constrained to before the attack and the aggregator (e.g.
-      :func:`robustfl_jax.fl.sharding.params_sharding`, split along ``d``);
-      None leaves the placement to XLA.
+      :func:`robustfl_jax.fl.sharding.params_sharding`, split along ``d``),
+      or a :class:`robustfl_jax.fl.sharding.ChunkedResharding`: the updates
+      stay client-split and the aggregator is traced under its column plan
+      (resharded chunk by chunk); None leaves the placement to XLA.
 
   Returns:
     ``round_fn(state, data, key=None) -> (state, metrics)``; jit it (the
@@ -256,7 +260,11 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
     losses = result.loss[:num_clients]
     byzantine = data.byzantine[:num_clients]
 
-    if updates_sharding is not None:
+    plan = contextlib.nullcontext()
+    if isinstance(updates_sharding, sharding.ChunkedResharding):
+      # The rule reshards the client-split updates chunk by chunk.
+      plan = updates_sharding.plan()
+    elif updates_sharding is not None:
       # Client-split -> parameter-split (an all-to-all): the attack and the
       # rule then run on [C, d / D] per device.
       updates = jax.lax.with_sharding_constraint(updates, updates_sharding)
@@ -280,9 +288,10 @@ def make_round_fn(apply_fn: Callable, params_template: Any, *,
       outliers = scorer(updates)
       mask = ~outliers
       flagged = flagged | outliers
-    aggregate, agg_state, info = aggregator.update(
-        updates, state.aggregator_state, key=agg_key, mask=mask,
-        global_params=global_flat, round=state.round)
+    with plan:
+      aggregate, agg_state, info = aggregator.update(
+          updates, state.aggregator_state, key=agg_key, mask=mask,
+          global_params=global_flat, round=state.round)
     rejected = flagged | info["rejected"]
     flagged = rejected | excluded_rows(info)
 

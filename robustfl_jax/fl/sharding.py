@@ -9,8 +9,13 @@ results equal one device.
 **Aggregation sharded along the parameters.** After local training the
 ``[C, d]`` update matrix is resharded from client-split to parameter-split
 (:func:`params_sharding`, the same mesh axis now over ``d``; XLA inserts an
-all-to-all). The rules then run under GSPMD with every device holding
-``[C, d / D]``: coordinate-wise rules (mean, median, trimmed mean, Meamed,
+all-to-all), one column chunk at a time (:class:`ChunkedResharding`, which
+sets a :func:`robustfl_jax.aggregators.columns.column_plan`): only the
+client-split input and one ``[C, d / (k D)]`` chunk with its working
+buffers are in flight, about ``1.3 x C x d x 4 / D`` bytes per device for
+``k`` = :data:`NUM_CHUNKS` (measured: tests/fl/test_param_sharding.py).
+Within a chunk the rules run under GSPMD with every device holding
+``[C, d / (k D)]``: coordinate-wise rules (mean, median, trimmed mean, Meamed,
 Bulyan's coordinate phase) are shard-local, and the distance-based ones
 (Krum, Multi-Krum, Bulyan's selection, NNM, geometric median, centered
 clipping, clipping) reduce their ``[C, C]`` Gram or per-row norms over ``d``
@@ -28,13 +33,14 @@ makes the global arrays with ``jax.make_array_from_process_local_data``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from robustfl_jax.aggregators import columns
 from robustfl_jax.fl.server import FederatedData
 
 CLIENT_AXIS = "clients"
@@ -45,6 +51,30 @@ SHARDED_RULES = frozenset({
     "mean", "coordinate_median", "median", "trimmed_mean", "meamed", "krum",
     "multi_krum", "bulyan", "geometric_median", "rfa", "centered_clipping"})
 SHARDED_PRE_AGGREGATORS = frozenset({"nnm", "bucketing", "clip_by_norm", "arc"})
+# Column chunks of the chunked reshard: the rules' working buffers per chunk
+# measure up to ~20 chunk copies (trimmed mean's sorting network), so 64
+# chunks keep them under half of the input (tests/fl/test_param_sharding.py).
+NUM_CHUNKS = 64
+
+
+class ChunkedResharding(NamedTuple):
+  """The updates stay client-split; the rule reshards them chunk by chunk.
+
+  Attributes:
+    mesh: the mesh whose ``clients`` axis splits the clients, then each
+      chunk's parameters.
+    num_chunks: column chunks (the largest divisor of ``d`` up to it).
+  """
+
+  mesh: Mesh
+  num_chunks: int = NUM_CHUNKS
+
+  def plan(self):
+    """The :func:`columns.column_plan` to trace the aggregation under."""
+    target = params_sharding(self.mesh)
+    return columns.column_plan(
+        self.num_chunks,
+        place=lambda chunk: jax.lax.with_sharding_constraint(chunk, target))
 
 
 def client_mesh(devices: Optional[list] = None) -> Mesh:
@@ -186,7 +216,7 @@ def params_sharding(mesh: Mesh) -> NamedSharding:
 def aggregation_sharding(mesh: Optional[Mesh], rule: str,
                          pre_aggregators: tuple = (), *,
                          warn: Callable[[str], None] = lambda line: None
-                         ) -> Optional[NamedSharding]:
+                         ) -> Any:
   """Where the round puts the ``[C, d]`` updates before the rule.
 
   Args:
@@ -196,9 +226,11 @@ def aggregation_sharding(mesh: Optional[Mesh], rule: str,
     warn: receives one line when the rule cannot shard.
 
   Returns:
-    :func:`params_sharding` for the rules of :data:`SHARDED_RULES` (with
-    shardable pre-aggregators), replicated (the gather) otherwise, None
-    without a mesh or with a single device.
+    :class:`ChunkedResharding` for the rules of :data:`SHARDED_RULES`;
+    :func:`params_sharding` (the whole matrix resharded at once) when
+    pre-aggregators come first (their output is a new ``[C', d]`` matrix,
+    not chunked); replicated (the gather) for the other rules; None without
+    a mesh or with a single device.
   """
   if mesh is None or mesh.devices.size == 1:
     return None
@@ -210,4 +242,6 @@ def aggregation_sharding(mesh: Optional[Mesh], rule: str,
     warn(f"aggregation by {', '.join(unshardable)} is not sharded along the "
          "parameters; each device gathers the full [C, d] update matrix.")
     return NamedSharding(mesh, P())
-  return params_sharding(mesh)
+  if pre_aggregators:
+    return params_sharding(mesh)
+  return ChunkedResharding(mesh)

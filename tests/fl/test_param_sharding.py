@@ -1,21 +1,28 @@
-"""Aggregation sharded along the parameters: equal results, no gather, 1/D memory.
+"""Aggregation sharded along the parameters: equal results, no gather, ~1.3x memory.
 
-For every rule of ``SHARDED_RULES`` (and every pre-aggregator before the
-mean and Krum), on 4 forced CPU devices, with ``[C, d] = [16, 2^14]``
-split along ``d`` (``params_sharding``):
+For every rule of ``SHARDED_RULES``, on 4 forced CPU devices, with
+``[C, d] = [64, 2^14]`` arriving split over clients (as local training
+leaves it) and aggregated as the round does it (``aggregation_sharding``:
+a ``ChunkedResharding``, the matrix resharded along ``d`` one column chunk
+at a time):
 
 * the aggregate equals the rule on one device: bit-identical for the
-  coordinate-wise rules and the selections (Krum, Multi-Krum, Bulyan), within
-  1e-6 relative for the others (their ``[C, C]`` Gram / row norms are summed
-  over shards in another order);
+  coordinate-wise rules and the selections (Krum, Bulyan), within 1e-6
+  relative for the others (the chunks' partial Grams / norms are summed in
+  another order; the mean's and Multi-Krum's weighted row sums are the same
+  dot product over a narrower chunk, which XLA's CPU kernel sums in another
+  order: measured 4e-7 and 3e-7);
 * the compiled HLO holds no all-gather of ``C * d / D`` or more elements (the
   update matrix, or a shard-sized piece of it, is never gathered);
-* ``memory_analysis()``: the per-device arguments plus temporaries are at
-  most 0.3x those of the same rule compiled for one device (the ideal is
-  1/D = 0.25), and the temporaries alone at most ``f x C x d x 4 / D`` with
-  ``f`` = 1.5, except the measured 2.06 (trimmed mean, centered clipping:
-  a second [C, d / D] buffer) and 3.0 (Weiszfeld's geometric median) held to
-  ``f`` = 2.5 and 3.5; a pre-aggregator adds 1 (its output matrix).
+* ``memory_analysis()``: arguments plus temporaries per device are at most
+  ``1.5 x C x d x 4 / D`` (the client-split input is 1.0 of it; measured
+  1.27 to 1.44, the issue's bound).
+
+Pre-aggregators produce a new ``[C', d]`` matrix, which is not chunked: the
+round reshards the whole matrix at once for them (``params_sharding``), and
+the check there is the earlier one (temporaries at most ``f + 1`` times the
+shard, ``f`` = 1.5, 2.5 for centered clipping and the trimmed mean, 3.5 for
+the geometric median).
 
 XLA_FLAGS must be set before jax initialises, so the checks run in a
 subprocess.
@@ -38,17 +45,18 @@ _SCRIPT = textwrap.dedent("""
     from robustfl_jax import aggregators
     from robustfl_jax.fl import sharding
     assert jax.device_count() == 4
-    C, D, d = 16, 4, 1 << 14
-    EXACT = {"mean", "coordinate_median", "median", "trimmed_mean", "meamed",
-             "krum", "multi_krum", "bulyan"}
+    C, D, d = 64, 4, 1 << 14
+    EXACT = {"coordinate_median", "median", "trimmed_mean", "meamed", "krum",
+             "bulyan"}
     TEMP_FACTOR = {"trimmed_mean": 2.5, "centered_clipping": 2.5,
                    "geometric_median": 3.5, "rfa": 3.5}
     HP = dict(num_byzantine=3, num_trim=3, bucket_size=2, max_norm=1.0)
     rng = np.random.RandomState(0)
     x = rng.randn(C, d).astype(np.float32)
     x[:3] *= 20.0  # three outlying rows
+    x[5, 7] = np.nan  # a row non-finite in one chunk only: excluded everywhere
     mesh4 = sharding.client_mesh()
-    mesh1 = sharding.client_mesh(jax.devices()[:1])
+    share = C * d * 4 / D
 
     def build(rule, pre):
       given = dict(HP, num_byzantine=1) if "bucketing" in pre else HP
@@ -59,12 +67,20 @@ _SCRIPT = textwrap.dedent("""
               for p in pre]
       return aggregators.get(rule, pre_aggregators=pres, num_clients=C, **hp)
 
-    def compiled(agg, mesh):
-      sh = sharding.params_sharding(mesh)
+    def compiled(agg, placed, arriving):
+      def aggregate(u, s):
+        if isinstance(placed, sharding.ChunkedResharding):
+          with placed.plan():
+            return agg.update(u, s, key=jax.random.PRNGKey(1))[0]
+        u = jax.lax.with_sharding_constraint(u, placed)
+        return agg.update(u, s, key=jax.random.PRNGKey(1))[0]
       state = agg.init(jnp.zeros(d))
-      fn = jax.jit(lambda u, s: agg.update(u, s, key=jax.random.PRNGKey(1))[0],
-                   in_shardings=(sh, None))
-      return fn.lower(x, state).compile(), jax.device_put(x, sh), state
+      fn = jax.jit(aggregate, in_shardings=(arriving, None))
+      return fn.lower(x, state).compile(), jax.device_put(x, arriving), state
+
+    def reference(agg, state):
+      return np.asarray(jax.jit(lambda u, s: agg.update(
+          u, s, key=jax.random.PRNGKey(1))[0])(jnp.asarray(x), state))
 
     def gathered_sizes(compiled_fn):
       sizes = []
@@ -86,24 +102,28 @@ _SCRIPT = textwrap.dedent("""
               for r in ("mean", "krum")]
     for rule, pre in cases:
       agg = build(rule, pre)
-      c4, x4, state = compiled(agg, mesh4)
-      c1, x1, _ = compiled(agg, mesh1)
-      out4, out1 = np.asarray(c4(x4, state)), np.asarray(c1(x1, state))
+      placed = sharding.aggregation_sharding(mesh4, rule, pre)
+      chunked = isinstance(placed, sharding.ChunkedResharding)
+      assert chunked == (not pre), (rule, pre, placed)
+      arriving = (sharding.client_sharding(mesh4, 2) if chunked
+                  else sharding.params_sharding(mesh4))
+      c4, x4, state = compiled(agg, placed, arriving)
+      out4, out1 = np.asarray(c4(x4, state)), reference(agg, state)
       err = float(np.max(np.abs(out4 - out1)) / np.max(np.abs(out1)))
       gathers = gathered_sizes(c4)
-      m4, m1 = c4.memory_analysis(), c1.memory_analysis()
-      per4 = m4.argument_size_in_bytes + m4.temp_size_in_bytes
-      per1 = m1.argument_size_in_bytes + m1.temp_size_in_bytes
-      temp = m4.temp_size_in_bytes / (C * d * 4 / D)
+      m4 = c4.memory_analysis()
+      per_device = (m4.argument_size_in_bytes + m4.temp_size_in_bytes) / share
+      temp = m4.temp_size_in_bytes / share
       exact = rule in EXACT and not pre
       print("CASE", rule, "+".join(pre) or "-", f"err={err:.2e}",
-            f"max_gather={max(gathers, default=0)}", f"ratio={per4 / per1:.3f}",
-            f"temp={temp:.3f}", flush=True)
+            f"max_gather={max(gathers, default=0)}",
+            f"per_device={per_device:.3f}", f"temp={temp:.3f}", flush=True)
       assert (err == 0.0) if exact else (err <= 1e-6), (rule, pre, err)
       assert max(gathers, default=0) < C * d // D, (rule, pre, gathers)
-      assert per4 <= 0.3 * per1, (rule, pre, per4, per1)
-      # A pre-aggregator's output is one more [C, d / D] buffer.
-      assert temp <= TEMP_FACTOR.get(rule, 1.5) + len(pre), (rule, pre, temp)
+      if chunked:
+        assert per_device <= 1.5, (rule, per_device)
+      else:  # A pre-aggregator's output is one more [C, d / D] buffer.
+        assert temp <= TEMP_FACTOR.get(rule, 1.5) + len(pre), (rule, pre, temp)
     # A rule that cannot shard gets the gathered matrix and one warning line.
     lines = []
     placed = sharding.aggregation_sharding(mesh4, "romoa", warn=lines.append)
@@ -111,7 +131,8 @@ _SCRIPT = textwrap.dedent("""
     assert sharding.aggregation_sharding(
         mesh4, "krum", ("nnm",), warn=lines.append).spec == P(None, "clients")
     assert len(lines) == 1 and sharding.aggregation_sharding(
-        mesh1, "romoa", warn=lines.append) is None
+        sharding.client_mesh(jax.devices()[:1]), "romoa",
+        warn=lines.append) is None
     print("PARAM_SHARDING_OK", len(cases))
 """)
 

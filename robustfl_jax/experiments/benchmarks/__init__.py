@@ -108,7 +108,8 @@ def environment() -> dict[str, Any]:
 def run_suites(only: Sequence[str] = (), quick: bool = False,
                out_dir: str = DEFAULT_OUT_DIR, repeats: Optional[int] = None,
                log: Callable[[str], None] = print, *,
-               publish: bool = False) -> dict[str, SuiteReport]:
+               publish: bool = False,
+               compile_only: bool = False) -> dict[str, SuiteReport]:
   """Runs suites; writes ``benchmark_<suite>.json`` and ``.md`` for each.
 
   When more than one suite runs (``only=["all"]`` runs every one), also
@@ -127,6 +128,8 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
     publish: also write ``docs/results/benchmark_<suite>.md`` with
       :func:`robustfl_jax.experiments.reporting.publish`, headed by the
       command line that is running.
+    compile_only: suites that can (``skip_time`` among their settings:
+      scaling) only compile and report memory, allocating nothing.
 
   Returns:
     The reports by suite name, in the order they ran.
@@ -136,6 +139,8 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
   """
   suites = check_suites(only)
   overrides = {} if repeats is None else {"repeats": int(repeats)}
+  if compile_only:
+    overrides["skip_time"] = True
   reports = {}
   before = environment()
   for suite in suites:

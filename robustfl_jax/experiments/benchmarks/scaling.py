@@ -7,15 +7,22 @@ For each device count ``D`` in ``devices`` (1, 2, 4) and each ``(C, d)`` in
 twice over a 1-D mesh of ``D`` devices with the ``[C, d]`` updates arriving
 split over clients (as local training leaves them):
 
-* **sharded**: resharded along ``d``
-  (:func:`robustfl_jax.fl.sharding.params_sharding`, an all-to-all) and
-  aggregated shard-locally / with ``psum``-ed Grams;
+* **sharded**: what the round does
+  (:func:`robustfl_jax.fl.sharding.aggregation_sharding`): resharded along
+  ``d`` one column chunk at a time (:class:`~robustfl_jax.fl.sharding.
+  ChunkedResharding`, an all-to-all per chunk) and aggregated chunk-locally
+  / with summed partial Grams and norms (on one device: the plain rule);
 * **gathered**: gathered whole onto every device (what a rule that cannot
   shard gets, and what every rule got before the parameter split).
 
 Reported per device: ``memory_analysis()`` bytes (arguments + temporaries +
 outputs) of the compiled aggregation, and the best wall-clock time of
-``repeats`` calls (``skip_time``: compile only, nothing allocated). On CPU
+``repeats`` calls after one warm-up call (``skip_time``: compile only,
+nothing allocated). The machine's load averages (``os.getloadavg``) are
+recorded at the start and the end, since times on a shared machine are
+noisy. ``rfa`` (the geometric median with RFA's 4 Weiszfeld steps) stands
+for the iterative rules: the default 100-step geometric median costs 25
+times as many passes over the matrix. On CPU
 the ``D`` devices are forced host devices
 (``--xla_force_host_platform_device_count``), each count in its own
 subprocess, so they share the machine's cores: the memory column is the
@@ -26,6 +33,7 @@ present are skipped).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -38,7 +46,7 @@ from robustfl_jax.experiments.benchmarks.base import best_time, resolve_settings
 DEFAULTS = {
     "devices": (1, 2, 4),
     "shapes": ((64, 1 << 22), (256, 1 << 20)),
-    "rules": ("coordinate_median", "krum", "geometric_median"),
+    "rules": ("coordinate_median", "krum", "rfa"),
     "num_byzantine": 3,
     "skip_time": False,
     "repeats": 3,
@@ -86,14 +94,21 @@ def measure(num_devices: int, shapes, rules, num_byzantine: int,
         state = agg.init(jnp.zeros((dim,)))
       row = {"devices": num_devices, "num_clients": num_clients, "dim": dim,
              "rule": rule, "matrix_bytes": num_clients * dim * 4}
-      for mode, placed in (("sharded", sharding.params_sharding(mesh)),
+      sharded = sharding.aggregation_sharding(mesh, rule)
+      for mode, placed in (("sharded", sharded),
                            ("gathered", sharding.replicated(mesh))):
         def aggregate(u, s, placed=placed):
-          u = jax.lax.with_sharding_constraint(u, placed)
-          return agg.update(u, s, key=jax.random.PRNGKey(1))[0]
+          plan = contextlib.nullcontext()
+          if isinstance(placed, sharding.ChunkedResharding):
+            plan = placed.plan()
+          elif placed is not None:
+            u = jax.lax.with_sharding_constraint(u, placed)
+          with plan:
+            return agg.update(u, s, key=jax.random.PRNGKey(1))[0]
         compiled = jax.jit(aggregate).lower(updates, state).compile()
         row[f"{mode}_bytes"] = _per_device_bytes(compiled)
         if not skip_time:
+          jax.block_until_ready(compiled(updates, state))  # warm-up
           seconds, _ = best_time(lambda c=compiled: c(updates, state),
                                  repeats, block=True)
           row[f"{mode}_s"] = seconds
@@ -135,6 +150,7 @@ def run(settings: Optional[Mapping[str, Any]] = None, *, quick: bool = False,
   args = {"shapes": [list(x) for x in s["shapes"]], "rules": list(s["rules"]),
           "num_byzantine": int(s["num_byzantine"]),
           "repeats": int(s["repeats"]), "skip_time": bool(s["skip_time"])}
+  load_start = os.getloadavg()
   rows = []
   for num_devices in s["devices"]:
     if backend == "cpu":
@@ -153,7 +169,23 @@ def run(settings: Optional[Mapping[str, Any]] = None, *, quick: bool = False,
     rows += found
   return {"settings": {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in s.items()},
-          "backend": backend, "rows": rows}
+          "backend": backend, "rows": rows, "load_start": list(load_start),
+          "load_end": list(os.getloadavg())}
+
+
+def per_device_factor(result: dict) -> float:
+  """The largest measured sharded bytes per device in units of
+  ``C x d x 4 / D`` (the client-split input), over the rows with D > 1."""
+  ratios = [r["sharded_bytes"] / (r["matrix_bytes"] / r["devices"])
+            for r in result["rows"] if r["devices"] > 1]
+  return max(ratios, default=float("nan"))
+
+
+def headline(result: dict) -> str:
+  factor = per_device_factor(result)
+  return (f"sharded aggregation: at most {factor:.2f} x C d 4 / D bytes per "
+          f"device (1,000 clients x 1e8 parameters on 8 devices: "
+          f"{factor * 1000 * 1e8 * 4 / 8 / 1e9:.0f} GB each)")
 
 
 def to_markdown(result: dict) -> str:
@@ -175,7 +207,29 @@ def to_markdown(result: dict) -> str:
     if timed:
       line += [f"{r['sharded_s']:.4f}", f"{r['gathered_s']:.4f}"]
     table.append(line)
+  factor = per_device_factor(result)
+  gathered = max((r["gathered_bytes"] / r["matrix_bytes"]
+                  for r in result["rows"] if r["devices"] > 1),
+                 default=float("nan"))
+  load = ""
+  if "load_start" in result:
+    load = (" Load averages (1, 5, 15 min) at the start: "
+            + ", ".join(f"{v:.2f}" for v in result["load_start"])
+            + "; at the end: "
+            + ", ".join(f"{v:.2f}" for v in result["load_end"]) + ".")
+  estimate = ""
+  if factor == factor:  # measured with more than one device
+    estimate = (
+        f"\n\nMeasured per-device formula (sharded, D > 1): at most "
+        f"{factor:.2f} x C x d x 4 / D bytes (the client-split input is "
+        f"1.00 of it). A 1,000-client round of a 100M-parameter model "
+        f"(C x d x 4 = 400 GB) needs by it {factor * 400:.0f} GB / D per "
+        f"device: {factor * 400 / 8:.1f} GB on 8 devices, "
+        f"{factor * 400 / 64:.2f} GB on 64. Gathered, every device holds "
+        f"{gathered:.2f} x C x d x 4 at most as measured here (at least the "
+        f"matrix itself): {gathered * 400:.0f} GB whatever D.")
   return (f"Aggregation per device ({result['backend']} backend; bytes from "
           "the compiled aggregation's memory_analysis: arguments + "
-          "temporaries + outputs).\n\n"
-          + reporting.markdown_table(header, table))
+          "temporaries + outputs; the updates arrive split over clients)."
+          + load + "\n\n" + reporting.markdown_table(header, table)
+          + estimate)
