@@ -1,14 +1,16 @@
 """Column plans: the chunked passes equal the whole-matrix ones.
 
-Every shardable rule run in chunks (resharded over 4 devices) is compared
+Also the Gram's BLAS path on one CPU device. Every shardable rule run in chunks (resharded over 4 devices) is compared
 with the whole-matrix rule in tests/fl/test_param_sharding.py; here the
 helpers themselves, on one device (``place`` None).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robustfl_jax import aggregators as agg
 from robustfl_jax.aggregators import columns
 
 
@@ -36,3 +38,34 @@ def test_chunked_row_norms_and_sums():
                              rtol=1e-6)
   np.testing.assert_allclose(gram, x @ x.T, rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(mapped, jnp.max(x, axis=0) + center)
+
+
+def test_blas_gram_equals_xla_with_grad_and_vmap(monkeypatch):
+  u = jnp.asarray(np.random.default_rng(0).standard_normal((6, 40)), jnp.float32)
+  xla = jnp.matmul(u, u.T, precision=jax.lax.Precision.HIGHEST)
+  np.testing.assert_allclose(columns._callback_gram(u), xla, rtol=1e-5, atol=1e-5)
+  batch = jnp.stack([u, 2 * u])
+  np.testing.assert_allclose(jax.vmap(columns._callback_gram)(batch),
+                             jnp.stack([xla, 4 * xla]), rtol=1e-5, atol=1e-4)
+  grad = jax.grad(lambda v: jnp.sum(columns._callback_gram(v) ** 2))(u)
+  grad_xla = jax.grad(lambda v: jnp.sum(jnp.matmul(v, v.T) ** 2))(u)
+  np.testing.assert_allclose(grad, grad_xla, rtol=1e-4, atol=1e-3)
+  # Krum picks the same row through either path.
+  monkeypatch.setattr(columns, "HOST_GRAM_MIN_COORDS", 1)
+  u = u.at[0].multiply(50.0)
+  assert columns.gram_method(6, 40) == ("blas" if jax.default_backend() == "cpu"
+                                        and jax.device_count() == 1 else "xla")
+  picked = agg.krum(u, 1)
+  monkeypatch.setattr(columns, "HOST_GRAM_MIN_COORDS", 2**40)
+  assert columns.gram_method(6, 40) == "xla"
+  np.testing.assert_array_equal(picked, agg.krum(u, 1))
+
+
+def test_gram_method_by_shape_and_devices(monkeypatch):
+  monkeypatch.setattr(columns.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(columns.jax, "device_count", lambda: 1)
+  assert columns.gram_method(64, 2**20) == "blas"
+  assert columns.gram_method(64, 1000) == "xla"
+  assert columns.gram_method(256, 2**20) == "xla"
+  monkeypatch.setattr(columns.jax, "device_count", lambda: 4)
+  assert columns.gram_method(64, 2**20) == "xla"

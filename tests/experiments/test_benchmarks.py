@@ -109,6 +109,10 @@ def test_run_suites_publishes(tmp_path, monkeypatch, fake_suite):
   text = (docs / "benchmark_fake.md").read_text()
   assert text.startswith("# benchmark_fake\n\nWritten by `python ")
   assert "| fake |\n|---|" in text
+  combined = (docs / "benchmark.md").read_text()
+  assert "- at the start: " in combined and "- at the end: " in combined
+  assert "load average" in combined and "## fake (" in combined
+  assert "| fake |\n|---|" in combined
 
 
 def test_unknown_suite_fails_before_running(tmp_path, fake_suite):

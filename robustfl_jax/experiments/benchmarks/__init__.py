@@ -105,6 +105,22 @@ def environment() -> dict[str, Any]:
           "machine": reporting.machine_line()}
 
 
+def combined_markdown(reports: dict[str, SuiteReport], before: dict,
+                      after: dict) -> str:
+  """One document for every suite of a run: the environment, then each table.
+
+  The machine's load at the start and at the end frames the ratios (a loaded
+  machine slows the two sides of a ratio unevenly).
+  """
+  lines = [f"Backend {before['backend']} ({before['device_kind']}, "
+           f"{before['device_count']} device(s)), JAX {before['jax_version']}.",
+           "", f"- at the start: {before['machine']}", f"- at the end: {after['machine']}"]
+  for name, report in reports.items():
+    lines += ["", f"## {name} ({report.result['wall_s']:.0f} s)", "",
+              report.markdown.strip()]
+  return "\n".join(lines)
+
+
 def run_suites(only: Sequence[str] = (), quick: bool = False,
                out_dir: str = DEFAULT_OUT_DIR, repeats: Optional[int] = None,
                log: Callable[[str], None] = print, *,
@@ -127,7 +143,8 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
     log: receives progress lines and each suite's table.
     publish: also write ``docs/results/benchmark_<suite>.md`` with
       :func:`robustfl_jax.experiments.reporting.publish`, headed by the
-      command line that is running.
+      command line that is running, and ``docs/results/benchmark.md``
+      with every suite of the run (:func:`combined_markdown`).
     compile_only: suites that can (``skip_time`` among their settings:
       scaling) only compile and report memory, allocating nothing.
 
@@ -164,6 +181,10 @@ def run_suites(only: Sequence[str] = (), quick: bool = False,
           headline=(module.headline(result) if hasattr(module, "headline")
                     else None)))
     reports[suite] = report
+  if publish:
+    log("published " + reporting.publish(
+        "benchmark", combined_markdown(reports, before, environment()),
+        command=cli.command_line()))
   if len(suites) > 1:
     path = reporting.write_json(os.path.join(out_dir, "benchmark_all.json"), {
         "environment_before": before, "environment_after": environment(),
