@@ -55,14 +55,18 @@ def get_config():
   config.federated.local_bank_size = 1000
   config.federated.global_bank_size = 2000
   config.federated.strategies = ("federated_coreset", "coordinate_median", "trimmed_mean",
-                                 "filtered_coreset")
-  config.federated.attacks = ("scaling", "gaussian_noise", "sign_flip", "alie")
+                                 "filtered_coreset", "supported_coreset")
+  config.federated.attacks = ("scaling", "gaussian_noise", "sign_flip", "alie",
+                              "defect_injection", "defect_injection_synthetic")
   config.federated.byzantine_clients = (0,)
   config.federated.num_byzantine = 1
   config.federated.trim_fraction = 0.1
   config.federated.client_scoring_method = "robust_zscore"
   config.federated.zscore_threshold = 3.0
   config.federated.exclude_flagged = False
+  config.federated.support_threshold = 4.0  # supported_coreset: robust z of a patch's support
+  config.federated.poison_fraction = 0.5  # defect_injection: share of the Byzantine bank replaced
+  config.federated.defect_pool_size = 400  # real defective cells outside the test set
 
   config.synthetic = ml_collections.ConfigDict()
   config.synthetic.num_images = 200  # held-out functional cells that get synthetic defects

@@ -39,7 +39,7 @@ from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.models import wide_resnet
 from robustfl_jax.patchcore import coreset as coreset_lib
-from robustfl_jax.patchcore import evaluation, federated, features, metrics
+from robustfl_jax.patchcore import evaluation, federated, features, metrics, poisoning
 from robustfl_jax.patchcore.nearest_neighbor import score_patches
 
 # The file names `run` writes in its work directory.
@@ -92,7 +92,45 @@ def robustness(config, strategy: str) -> federated.RobustnessConfig:
   return evaluation.strategy_robustness(
     strategy, num_byzantine=int(fed.num_byzantine), trim_fraction=fed.trim_fraction,
     client_scoring_method=fed.client_scoring_method, zscore_threshold=fed.zscore_threshold,
-    exclude_flagged=fed.exclude_flagged)
+    exclude_flagged=fed.exclude_flagged, support_threshold=fed.support_threshold)
+
+
+# Bank-poisoning attacks of this experiment (`robustfl_jax.patchcore.poisoning`):
+# real defective cells from outside the test set, or synthetic defects drawn on
+# the Byzantine clients' own training cells.
+DEFECT_ATTACKS = ("defect_injection", "defect_injection_synthetic")
+
+
+def defect_features(config, attack, fn, variables, data, byzantine_images) -> np.ndarray:
+  """f32[K, h, w, d] patch features of the attacker's defective cells for ``attack``.
+
+  Raises:
+    ValueError: ``defect_injection`` on a data set other than ELPV (no pool).
+  """
+  fed = config.federated
+  if attack == "defect_injection":
+    if config.data.name != "elpv":
+      raise ValueError("attack 'defect_injection' draws real defects from ELPV's cells outside "
+                       "the test set; use 'defect_injection_synthetic' for data.name="
+                       f"{config.data.name!r}")
+    d = config.data
+    images, _ = elpv.load_defect_pool(d.image_size, fed.defect_pool_size, d.num_test_good,
+                                      d.max_train or None, d.max_test_defective or None,
+                                      config.seed)
+  else:
+    images = synthetic_defects.add_synthetic_defects(byzantine_images, seed=config.seed + 11,
+                                                     defect_fraction=1.0).images
+  return features.extract_patch_features(fn, variables, images, config.backbone.batch_size,
+                                         progress=f"{attack} features")
+
+
+def submitted_coresets(config, key, coresets, byzantine, attack, defects=None):
+  """The coresets the server receives under ``attack`` ("clean", a core attack or a
+  ``DEFECT_ATTACKS`` name, which needs ``defects`` from :func:`defect_features`)."""
+  if attack in DEFECT_ATTACKS:
+    return poisoning.defect_injection(key, coresets, byzantine, defects,
+                                      config.federated.poison_fraction)
+  return federated.attack_coresets(key, coresets, jnp.asarray(byzantine), attack)
 
 
 def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
@@ -118,7 +156,8 @@ def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
 
 
 _METRIC_HEADERS = {"image_auroc": "image AUROC (all defects)",
-                   "image_auroc_p1": "image AUROC (p = 1)"}
+                   "image_auroc_p1": "image AUROC (p = 1)",
+                   "recall_at_5fpr": "recall at 5% FPR"}
 
 _BYZANTINE_ROWS_NOTE = (
   "Bank rows from the Byzantine client: rows of the global bank that are exact "
@@ -156,6 +195,14 @@ def markdown(results: dict) -> str:
       rows.append([strategy] + [f"{by_attack[a]['image_auroc'] - clean:+.3f}" for a in attacks])
     lines += ["", "Change of image AUROC under attack, relative to the same strategy clean:", "",
               reporting.markdown_table(["strategy"] + attacks, rows)]
+    rows = []
+    for strategy, by_attack in results["federated"].items():
+      clean = by_attack["clean"]["recall_at_5fpr"]
+      rows.append([strategy] + [f"{by_attack[a]['recall_at_5fpr'] - clean:+.3f}"
+                                for a in attacks])
+    lines += ["", "Change of recall at the threshold that flags 5% of the good cells "
+              "(set per bank on the test set's good cells), relative to the same strategy clean:",
+              "", reporting.markdown_table(["strategy"] + attacks, rows)]
   return "\n".join(lines) + "\n"
 
 
@@ -204,7 +251,7 @@ def _centralized(config, key, train_feats, test_feats, data, log):
   return bank, res
 
 
-def _federated(config, key, train_feats, test_feats, data, log):
+def _federated(config, key, train_feats, test_feats, data, log, fn=None, variables=None):
   """``{strategy: {"clean" or attack: results}}`` of the federated banks."""
   fed, cs = config.federated, config.coreset
   dim = train_feats.shape[-1]
@@ -216,14 +263,19 @@ def _federated(config, key, train_feats, test_feats, data, log):
                                       cs.num_starts)
   byzantine = np.zeros(len(parts), bool)
   byzantine[list(fed.byzantine_clients)] = True
+  attacks = ("clean",) + tuple(fed.attacks)
+  byzantine_images = data.train_images[np.concatenate([parts[i] for i in np.flatnonzero(byzantine)])]
+  submissions = {a: submitted_coresets(
+    config, jax.random.fold_in(key, 100 + a_i), coresets, byzantine, a,
+    defect_features(config, a, fn, variables, data, byzantine_images)
+    if a in DEFECT_ATTACKS else None) for a_i, a in enumerate(attacks)}
   out: dict[str, dict[str, Any]] = {}
   for strategy in fed.strategies:
     robust = robustness(config, strategy)
     out[strategy] = {}
-    for a_i, attack in enumerate(("clean",) + tuple(fed.attacks)):
+    for attack in attacks:
       t = time.time()
-      submitted = federated.attack_coresets(jax.random.fold_in(key, 100 + a_i), coresets,
-                                            jnp.asarray(byzantine), attack)
+      submitted = submissions[attack]
       bank, info = federated.build_global_bank(jax.random.fold_in(key, 3), submitted,
                                                fed.global_bank_size, robust,
                                                cs.projection_dim or None, cs.num_starts)
@@ -231,6 +283,9 @@ def _federated(config, key, train_feats, test_feats, data, log):
                                         reweight_neighbors=config.reweight_neighbors)
       res["bank_rows_from_byzantine"] = evaluation.rows_in_bank(
         bank, np.asarray(submitted)[byzantine])
+      if info["patches_kept"] is not None:
+        res["patches_dropped"] = int(np.asarray(info["patches_kept"]).size
+                                     - np.asarray(info["patches_kept"]).sum())
       res.update(bank_size=int(bank.shape[0]), num_flagged=info["num_flagged"],
                  kept=np.asarray(info["kept"]).astype(int).tolist(),
                  seconds=round(time.time() - t, 1))
@@ -313,7 +368,8 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print,
   central_bank, results["centralized"] = _centralized(config, key, train_feats, test_feats,
                                                       data, log)
   if config.federated.num_clients > 0:
-    results["federated"] = _federated(config, key, train_feats, test_feats, data, log)
+    results["federated"] = _federated(config, key, train_feats, test_feats, data, log,
+                                      fn, variables)
   if config.synthetic.num_images > 0:
     results["synthetic"] = _synthetic(config, workdir, fn, variables, central_bank, data, log)
   _test_maps(config, workdir, test_feats, central_bank, data)
