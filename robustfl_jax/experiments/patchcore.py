@@ -46,6 +46,7 @@ from robustfl_jax.patchcore.nearest_neighbor import score_patches
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 TEST_MAPS = "anomaly_maps_test.png"
+BANK_PCA = "bank_pca_defect_injection.png"
 SYNTHETIC_MAPS = "anomaly_maps_synthetic.png"
 
 
@@ -134,10 +135,14 @@ def submitted_coresets(config, key, coresets, byzantine, attack, defects=None):
 
 
 def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
-                      masks: Optional[np.ndarray], titles: Sequence[str]) -> str:
+                      masks: Optional[np.ndarray], titles: Sequence[str],
+                      scores: Optional[np.ndarray] = None,
+                      threshold: Optional[float] = None) -> str:
   """Images (top, ground-truth contour in red) over their anomaly maps (bottom).
 
-  All maps share one colour scale, never one per image. Returns ``path``.
+  All maps share one colour scale, never one per image, shown by a colorbar.
+  With ``scores`` each map is titled with its image score, and with
+  ``threshold`` whether it is above the decision threshold. Returns ``path``.
   """
   num = len(images)
   fig = reporting.new_figure((2.2 * num, 4.6))
@@ -148,9 +153,45 @@ def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
     if masks is not None and masks[i].any():
       axes[0, i].contour(masks[i], levels=[0.5], colors="red", linewidths=0.8)
     axes[0, i].set_title(titles[i], fontsize=8)
-    axes[1, i].imshow(maps[i], cmap="inferno", vmin=vmin, vmax=vmax)
+    shown = axes[1, i].imshow(maps[i], cmap="inferno", vmin=vmin, vmax=vmax)
+    if scores is not None:
+      verdict = "" if threshold is None else (" > t" if scores[i] > threshold else " <= t")
+      axes[1, i].set_title(f"score {scores[i]:.1f}{verdict}", fontsize=8)
     for ax in axes[:, i]:
       ax.axis("off")
+  if threshold is not None:
+    fig.suptitle(f"decision threshold t = {threshold:.1f} (5% of good test cells above)",
+                 fontsize=9)
+  fig.tight_layout()
+  fig.colorbar(shown, ax=list(axes[1]), fraction=0.02, pad=0.01, label="patch distance")
+  return reporting.save_figure(fig, path, dpi=80)
+
+
+def save_bank_pca(path: str, honest: np.ndarray, injected: np.ndarray,
+                  banks: dict[str, np.ndarray]) -> str:
+  """One panel per strategy: its bank (blue) over the honest (grey) and injected (red) patches.
+
+  The 2-D projection is the PCA of the honest clients' submitted patches, the
+  same for every panel. Returns ``path``.
+  """
+  mean = honest.mean(axis=0)
+  _, _, vt = np.linalg.svd(honest - mean, full_matrices=False)
+
+  def project(x):
+    return (np.asarray(x) - mean) @ vt[:2].T
+
+  fig = reporting.new_figure((3.2 * len(banks), 3.2))
+  axes = np.atleast_1d(fig.subplots(1, len(banks)))
+  h, inj = project(honest), project(injected)
+  for ax, (strategy, bank) in zip(axes, banks.items()):
+    b = project(bank)
+    ax.scatter(h[:, 0], h[:, 1], s=2, c="0.75", label="honest patches")
+    ax.scatter(inj[:, 0], inj[:, 1], s=4, c="tab:red", label="injected defects")
+    ax.scatter(b[:, 0], b[:, 1], s=2, c="tab:blue", alpha=0.6, label="global bank")
+    ax.set_title(strategy, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0].legend(fontsize=7, markerscale=3, loc="best")
   fig.tight_layout()
   return reporting.save_figure(fig, path, dpi=80)
 
@@ -251,7 +292,8 @@ def _centralized(config, key, train_feats, test_feats, data, log):
   return bank, res
 
 
-def _federated(config, key, train_feats, test_feats, data, log, fn=None, variables=None):
+def _federated(config, key, train_feats, test_feats, data, log, fn=None, variables=None,
+               workdir=None):
   """``{strategy: {"clean" or attack: results}}`` of the federated banks."""
   fed, cs = config.federated, config.coreset
   dim = train_feats.shape[-1]
@@ -270,6 +312,7 @@ def _federated(config, key, train_feats, test_feats, data, log, fn=None, variabl
     defect_features(config, a, fn, variables, data, byzantine_images)
     if a in DEFECT_ATTACKS else None) for a_i, a in enumerate(attacks)}
   out: dict[str, dict[str, Any]] = {}
+  pca_banks = {}
   for strategy in fed.strategies:
     robust = robustness(config, strategy)
     out[strategy] = {}
@@ -279,6 +322,8 @@ def _federated(config, key, train_feats, test_feats, data, log, fn=None, variabl
       bank, info = federated.build_global_bank(jax.random.fold_in(key, 3), submitted,
                                                fed.global_bank_size, robust,
                                                cs.projection_dim or None, cs.num_starts)
+      if attack == "defect_injection":
+        pca_banks[strategy] = np.asarray(bank)
       res, _ = evaluation.evaluate_bank(bank, test_feats, data, block_size=cs.block_size,
                                         reweight_neighbors=config.reweight_neighbors)
       res["bank_rows_from_byzantine"] = evaluation.rows_in_bank(
@@ -295,6 +340,12 @@ def _federated(config, key, train_feats, test_feats, data, log, fn=None, variabl
       log(f"federated {strategy:18s} {attack:15s} image AUROC {res['image_auroc']:.3f}"
           + (f" (p=1: {res['image_auroc_p1']:.3f})" if "image_auroc_p1" in res else "")
           + f", bank {res['bank_size']}, flagged {res['num_flagged']} [{res['seconds']}s]")
+  if pca_banks and workdir:
+    submitted = np.asarray(submissions["defect_injection"])
+    num = max(1, int(round(fed.poison_fraction * submitted.shape[1])))
+    save_bank_pca(os.path.join(workdir, BANK_PCA),
+                  submitted[~byzantine].reshape(-1, dim),
+                  submitted[byzantine][:, -num:].reshape(-1, dim), pca_banks)
   return out
 
 
@@ -322,16 +373,26 @@ def _synthetic(config, workdir, fn, variables, bank, data, log):
 
 
 def _test_maps(config, workdir, test_feats, bank, data):
-  """Anomaly maps of real test images, with the centralised bank."""
-  real = np.r_[np.flatnonzero(data.test_labels == 1)[:config.num_map_images - 2],
-               np.flatnonzero(data.test_labels == 0)[:2]]
-  patch = np.asarray(score_patches(test_feats[real], jnp.asarray(bank), 1,
-                                   config.coreset.block_size))
-  maps = np.asarray(features.anomaly_maps(jnp.asarray(patch), tuple(data.test_images.shape[1:3]),
-                                          float(config.sigma)))
+  """Anomaly maps of good and defective test cells side by side, with the centralised bank.
+
+  Titles give each cell's image score and whether it is above the threshold
+  that flags 5% of all good test cells.
+  """
+  scores = np.asarray(score_patches(test_feats, jnp.asarray(bank), 1,
+                                    config.coreset.block_size))
+  image_scores = scores.max(axis=(1, 2))
+  threshold = metrics.threshold_at_fpr(image_scores, data.test_labels, 0.05)
+  num_good = max(1, config.num_map_images // 2)
+  defective = np.flatnonzero(data.test_labels == 1)
+  defective = defective[np.argsort(-data.test_severity[defective], kind="stable")]
+  real = np.r_[np.flatnonzero(data.test_labels == 0)[:num_good],
+               defective[:config.num_map_images - num_good]]
+  maps = np.asarray(features.anomaly_maps(jnp.asarray(scores[real]),
+                                          tuple(data.test_images.shape[1:3]), float(config.sigma)))
   return save_anomaly_maps(os.path.join(workdir, TEST_MAPS), data.test_images[real], maps,
                            None if data.test_masks is None else data.test_masks[real],
-                           [str(data.test_categories[i]) for i in real])
+                           [str(data.test_categories[i]) for i in real],
+                           image_scores[real], threshold)
 
 
 def run(config, workdir: str, *, log: Callable[[str], None] = print,
@@ -369,7 +430,7 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print,
                                                       data, log)
   if config.federated.num_clients > 0:
     results["federated"] = _federated(config, key, train_feats, test_feats, data, log,
-                                      fn, variables)
+                                      fn, variables, workdir)
   if config.synthetic.num_images > 0:
     results["synthetic"] = _synthetic(config, workdir, fn, variables, central_bank, data, log)
   _test_maps(config, workdir, test_feats, central_bank, data)

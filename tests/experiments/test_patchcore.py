@@ -49,6 +49,7 @@ def test_tiny_run_writes_results_and_figures(tiny_run):
   assert saved["federated"]["coordinate_median"]["scaling"]["bank_rows_from_byzantine"] == 0
   assert saved["federated"]["filtered_coreset"]["scaling"]["kept"][0] == 0  # attacker dropped
   assert saved["federated"]["filtered_coreset"]["scaling"]["bank_rows_from_byzantine"] == 0
+  assert (workdir / patchcore.BANK_PCA).exists()
   syn = saved["synthetic"]
   assert 0.0 <= syn["pixel_auroc"] <= 1.0 and 0.0 <= syn["aupro"] <= 1.0
   assert (workdir / "results.md").read_text() == patchcore.markdown(saved)
