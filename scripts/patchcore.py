@@ -35,7 +35,9 @@ def main(argv):
       path = reporting.publish(
         cli.config_name(config_path), patchcore.markdown(results),
         command=cli.command_line(), headline=patchcore.headline(results),
-        files=[os.path.join(workdir, patchcore.TEST_MAPS)])
+        files=[path for path in (os.path.join(workdir, patchcore.TEST_MAPS),
+                                 os.path.join(workdir, patchcore.BANK_PCA))
+               if os.path.exists(path)])
       cli.say(f"published {path}")
 
   return cli.run_or_exit(run)

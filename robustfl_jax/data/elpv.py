@@ -59,6 +59,42 @@ def _load(paths, image_size):
   return out
 
 
+def split_indices(num_test_good: int = 300, max_train: Optional[int] = None,
+                  max_test_defective: Optional[int] = None,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Indices into the 2,624 cells of `load_elpv`'s split (see there for the arguments).
+
+  Returns:
+    `(train, test_good, test_defective)`, sorted int arrays.
+
+  Raises:
+    ValueError: the requested sizes do not fit the 1,508 functional cells.
+  """
+  _, probability, cell_type = _read_all()
+  rng = np.random.default_rng(seed)
+  good = np.flatnonzero(probability == 0)
+  if not 0 < num_test_good < len(good):
+    raise ValueError(f"num_test_good must be in (0, {len(good)}); got {num_test_good}")
+
+  def stratified(indices, strata, count):
+    # Keep each stratum's share (largest remainders), seeded.
+    order = rng.permutation(indices)
+    keys = np.unique(strata[order])
+    shares = np.array([np.mean(strata[order] == k) for k in keys]) * count
+    take = np.floor(shares).astype(int)
+    take[np.argsort(shares - take)[::-1][:count - take.sum()]] += 1
+    return np.sort(np.concatenate([order[strata[order] == k][:t] for k, t in zip(keys, take)]))
+
+  test_good = stratified(good, cell_type, num_test_good)
+  train = np.setdiff1d(good, test_good)
+  if max_train is not None and max_train < len(train):
+    train = stratified(train, cell_type, max_train)
+  defective = np.flatnonzero(probability > 0)
+  if max_test_defective is not None and max_test_defective < len(defective):
+    defective = stratified(defective, np.round(probability * 3).astype(int), max_test_defective)
+  return train, test_good, defective
+
+
 def load_elpv(image_size: int = 224, num_test_good: int = 300,
               max_train: Optional[int] = None, max_test_defective: Optional[int] = None,
               seed: int = 0) -> AnomalyData:
@@ -83,27 +119,7 @@ def load_elpv(image_size: int = 224, num_test_good: int = 300,
     ValueError: the requested sizes do not fit the 1,508 functional cells.
   """
   paths, probability, cell_type = _read_all()
-  rng = np.random.default_rng(seed)
-  good = np.flatnonzero(probability == 0)
-  if not 0 < num_test_good < len(good):
-    raise ValueError(f"num_test_good must be in (0, {len(good)}); got {num_test_good}")
-
-  def stratified(indices, strata, count):
-    # Keep each stratum's share (largest remainders), seeded.
-    order = rng.permutation(indices)
-    keys = np.unique(strata[order])
-    shares = np.array([np.mean(strata[order] == k) for k in keys]) * count
-    take = np.floor(shares).astype(int)
-    take[np.argsort(shares - take)[::-1][:count - take.sum()]] += 1
-    return np.sort(np.concatenate([order[strata[order] == k][:t] for k, t in zip(keys, take)]))
-
-  test_good = stratified(good, cell_type, num_test_good)
-  train = np.setdiff1d(good, test_good)
-  if max_train is not None and max_train < len(train):
-    train = stratified(train, cell_type, max_train)
-  defective = np.flatnonzero(probability > 0)
-  if max_test_defective is not None and max_test_defective < len(defective):
-    defective = stratified(defective, np.round(probability * 3).astype(int), max_test_defective)
+  train, test_good, defective = split_indices(num_test_good, max_train, max_test_defective, seed)
   test = np.concatenate([test_good, defective])
   names = {0: "functional", 1: "p=1/3", 2: "p=2/3", 3: "p=1"}
   return AnomalyData(
@@ -145,3 +161,37 @@ def partition_by_cell_type(cell_type: np.ndarray, num_clients: int,
     members = rng.permutation(np.flatnonzero(cell_type == t))
     parts.extend(np.sort(p) for p in np.array_split(members, k))
   return parts
+
+
+def load_defect_pool(image_size: int = 224, num_images: int = 100, num_test_good: int = 300,
+                     max_train: Optional[int] = None, max_test_defective: Optional[int] = None,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Defective cells that `load_elpv` with the same arguments leaves out of its test set.
+
+  The pool for a bank-poisoning attacker (`robustfl_jax.patchcore.poisoning`):
+  real defects, disjoint from every test image, chosen seeded and stratified
+  by defect probability.
+
+  Args:
+    image_size, num_test_good, max_train, max_test_defective, seed: as for
+      `load_elpv` (they fix the test set the pool avoids).
+    num_images: cells in the pool, >= 1.
+
+  Returns:
+    `(images uint8[k, s, s, 3], probability f32[k])`, k = min(num_images,
+    defective cells outside the test set).
+
+  Raises:
+    ValueError: `num_images` < 1, or every defective cell is in the test set
+      (lower `max_test_defective`).
+  """
+  if num_images < 1:
+    raise ValueError(f"num_images must be >= 1; got {num_images}")
+  paths, probability, _ = _read_all()
+  _, _, test_defective = split_indices(num_test_good, max_train, max_test_defective, seed)
+  rest = np.setdiff1d(np.flatnonzero(probability > 0), test_defective)
+  if len(rest) == 0:
+    raise ValueError("no defective cell is left outside the test set: set "
+                     "max_test_defective below 1116 to leave a pool for the attacker")
+  chosen = np.sort(np.random.default_rng(seed + 1).permutation(rest)[:num_images])
+  return _load([paths[i] for i in chosen], image_size), probability[chosen]

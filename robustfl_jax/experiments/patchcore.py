@@ -39,13 +39,14 @@ from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import workdir as workdir_lib
 from robustfl_jax.models import wide_resnet
 from robustfl_jax.patchcore import coreset as coreset_lib
-from robustfl_jax.patchcore import evaluation, federated, features, metrics
+from robustfl_jax.patchcore import evaluation, federated, features, metrics, poisoning
 from robustfl_jax.patchcore.nearest_neighbor import score_patches
 
 # The file names `run` writes in its work directory.
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 TEST_MAPS = "anomaly_maps_test.png"
+BANK_PCA = "bank_pca_defect_injection.png"
 SYNTHETIC_MAPS = "anomaly_maps_synthetic.png"
 
 
@@ -92,14 +93,56 @@ def robustness(config, strategy: str) -> federated.RobustnessConfig:
   return evaluation.strategy_robustness(
     strategy, num_byzantine=int(fed.num_byzantine), trim_fraction=fed.trim_fraction,
     client_scoring_method=fed.client_scoring_method, zscore_threshold=fed.zscore_threshold,
-    exclude_flagged=fed.exclude_flagged)
+    exclude_flagged=fed.exclude_flagged, support_threshold=fed.support_threshold)
+
+
+# Bank-poisoning attacks of this experiment (`robustfl_jax.patchcore.poisoning`):
+# real defective cells from outside the test set, or synthetic defects drawn on
+# the Byzantine clients' own training cells.
+DEFECT_ATTACKS = ("defect_injection", "defect_injection_synthetic")
+
+
+def defect_features(config, attack, fn, variables, data, byzantine_images) -> np.ndarray:
+  """f32[K, h, w, d] patch features of the attacker's defective cells for ``attack``.
+
+  Raises:
+    ValueError: ``defect_injection`` on a data set other than ELPV (no pool).
+  """
+  fed = config.federated
+  if attack == "defect_injection":
+    if config.data.name != "elpv":
+      raise ValueError("attack 'defect_injection' draws real defects from ELPV's cells outside "
+                       "the test set; use 'defect_injection_synthetic' for data.name="
+                       f"{config.data.name!r}")
+    d = config.data
+    images, _ = elpv.load_defect_pool(d.image_size, fed.defect_pool_size, d.num_test_good,
+                                      d.max_train or None, d.max_test_defective or None,
+                                      config.seed)
+  else:
+    images = synthetic_defects.add_synthetic_defects(byzantine_images, seed=config.seed + 11,
+                                                     defect_fraction=1.0).images
+  return features.extract_patch_features(fn, variables, images, config.backbone.batch_size,
+                                         progress=f"{attack} features")
+
+
+def submitted_coresets(config, key, coresets, byzantine, attack, defects=None):
+  """The coresets the server receives under ``attack`` ("clean", a core attack or a
+  ``DEFECT_ATTACKS`` name, which needs ``defects`` from :func:`defect_features`)."""
+  if attack in DEFECT_ATTACKS:
+    return poisoning.defect_injection(key, coresets, byzantine, defects,
+                                      config.federated.poison_fraction)
+  return federated.attack_coresets(key, coresets, jnp.asarray(byzantine), attack)
 
 
 def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
-                      masks: Optional[np.ndarray], titles: Sequence[str]) -> str:
+                      masks: Optional[np.ndarray], titles: Sequence[str],
+                      scores: Optional[np.ndarray] = None,
+                      threshold: Optional[float] = None) -> str:
   """Images (top, ground-truth contour in red) over their anomaly maps (bottom).
 
-  All maps share one colour scale, never one per image. Returns ``path``.
+  All maps share one colour scale, never one per image, shown by a colorbar.
+  With ``scores`` each map is titled with its image score, and with
+  ``threshold`` whether it is above the decision threshold. Returns ``path``.
   """
   num = len(images)
   fig = reporting.new_figure((2.2 * num, 4.6))
@@ -110,15 +153,52 @@ def save_anomaly_maps(path: str, images: np.ndarray, maps: np.ndarray,
     if masks is not None and masks[i].any():
       axes[0, i].contour(masks[i], levels=[0.5], colors="red", linewidths=0.8)
     axes[0, i].set_title(titles[i], fontsize=8)
-    axes[1, i].imshow(maps[i], cmap="inferno", vmin=vmin, vmax=vmax)
+    shown = axes[1, i].imshow(maps[i], cmap="inferno", vmin=vmin, vmax=vmax)
+    if scores is not None:
+      verdict = "" if threshold is None else (" > t" if scores[i] > threshold else " <= t")
+      axes[1, i].set_title(f"score {scores[i]:.1f}{verdict}", fontsize=8)
     for ax in axes[:, i]:
       ax.axis("off")
+  if threshold is not None:
+    fig.suptitle(f"decision threshold t = {threshold:.1f} (5% of good test cells above)",
+                 fontsize=9)
+  fig.tight_layout()
+  fig.colorbar(shown, ax=list(axes[1]), fraction=0.02, pad=0.01, label="patch distance")
+  return reporting.save_figure(fig, path, dpi=80)
+
+
+def save_bank_pca(path: str, honest: np.ndarray, injected: np.ndarray,
+                  banks: dict[str, np.ndarray]) -> str:
+  """One panel per strategy: its bank (blue) over the honest (grey) and injected (red) patches.
+
+  The 2-D projection is the PCA of the honest clients' submitted patches, the
+  same for every panel. Returns ``path``.
+  """
+  mean = honest.mean(axis=0)
+  _, _, vt = np.linalg.svd(honest - mean, full_matrices=False)
+
+  def project(x):
+    return (np.asarray(x) - mean) @ vt[:2].T
+
+  fig = reporting.new_figure((3.2 * len(banks), 3.2))
+  axes = np.atleast_1d(fig.subplots(1, len(banks)))
+  h, inj = project(honest), project(injected)
+  for ax, (strategy, bank) in zip(axes, banks.items()):
+    b = project(bank)
+    ax.scatter(h[:, 0], h[:, 1], s=2, c="0.75", label="honest patches")
+    ax.scatter(inj[:, 0], inj[:, 1], s=4, c="tab:red", label="injected defects")
+    ax.scatter(b[:, 0], b[:, 1], s=2, c="tab:blue", alpha=0.6, label="global bank")
+    ax.set_title(strategy, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  axes[0].legend(fontsize=7, markerscale=3, loc="best")
   fig.tight_layout()
   return reporting.save_figure(fig, path, dpi=80)
 
 
 _METRIC_HEADERS = {"image_auroc": "image AUROC (all defects)",
-                   "image_auroc_p1": "image AUROC (p = 1)"}
+                   "image_auroc_p1": "image AUROC (p = 1)",
+                   "recall_at_5fpr": "recall at 5% FPR"}
 
 _BYZANTINE_ROWS_NOTE = (
   "Bank rows from the Byzantine client: rows of the global bank that are exact "
@@ -156,6 +236,14 @@ def markdown(results: dict) -> str:
       rows.append([strategy] + [f"{by_attack[a]['image_auroc'] - clean:+.3f}" for a in attacks])
     lines += ["", "Change of image AUROC under attack, relative to the same strategy clean:", "",
               reporting.markdown_table(["strategy"] + attacks, rows)]
+    rows = []
+    for strategy, by_attack in results["federated"].items():
+      clean = by_attack["clean"]["recall_at_5fpr"]
+      rows.append([strategy] + [f"{by_attack[a]['recall_at_5fpr'] - clean:+.3f}"
+                                for a in attacks])
+    lines += ["", "Change of recall at the threshold that flags 5% of the good cells "
+              "(set per bank on the test set's good cells), relative to the same strategy clean:",
+              "", reporting.markdown_table(["strategy"] + attacks, rows)]
   return "\n".join(lines) + "\n"
 
 
@@ -204,7 +292,8 @@ def _centralized(config, key, train_feats, test_feats, data, log):
   return bank, res
 
 
-def _federated(config, key, train_feats, test_feats, data, log):
+def _federated(config, key, train_feats, test_feats, data, log, fn=None, variables=None,
+               workdir=None):
   """``{strategy: {"clean" or attack: results}}`` of the federated banks."""
   fed, cs = config.federated, config.coreset
   dim = train_feats.shape[-1]
@@ -216,21 +305,32 @@ def _federated(config, key, train_feats, test_feats, data, log):
                                       cs.num_starts)
   byzantine = np.zeros(len(parts), bool)
   byzantine[list(fed.byzantine_clients)] = True
+  attacks = ("clean",) + tuple(fed.attacks)
+  byzantine_images = data.train_images[np.concatenate([parts[i] for i in np.flatnonzero(byzantine)])]
+  submissions = {a: submitted_coresets(
+    config, jax.random.fold_in(key, 100 + a_i), coresets, byzantine, a,
+    defect_features(config, a, fn, variables, data, byzantine_images)
+    if a in DEFECT_ATTACKS else None) for a_i, a in enumerate(attacks)}
   out: dict[str, dict[str, Any]] = {}
+  pca_banks = {}
   for strategy in fed.strategies:
     robust = robustness(config, strategy)
     out[strategy] = {}
-    for a_i, attack in enumerate(("clean",) + tuple(fed.attacks)):
+    for attack in attacks:
       t = time.time()
-      submitted = federated.attack_coresets(jax.random.fold_in(key, 100 + a_i), coresets,
-                                            jnp.asarray(byzantine), attack)
+      submitted = submissions[attack]
       bank, info = federated.build_global_bank(jax.random.fold_in(key, 3), submitted,
                                                fed.global_bank_size, robust,
                                                cs.projection_dim or None, cs.num_starts)
+      if attack == "defect_injection":
+        pca_banks[strategy] = np.asarray(bank)
       res, _ = evaluation.evaluate_bank(bank, test_feats, data, block_size=cs.block_size,
                                         reweight_neighbors=config.reweight_neighbors)
       res["bank_rows_from_byzantine"] = evaluation.rows_in_bank(
         bank, np.asarray(submitted)[byzantine])
+      if info["patches_kept"] is not None:
+        res["patches_dropped"] = int(np.asarray(info["patches_kept"]).size
+                                     - np.asarray(info["patches_kept"]).sum())
       res.update(bank_size=int(bank.shape[0]), num_flagged=info["num_flagged"],
                  kept=np.asarray(info["kept"]).astype(int).tolist(),
                  seconds=round(time.time() - t, 1))
@@ -240,6 +340,12 @@ def _federated(config, key, train_feats, test_feats, data, log):
       log(f"federated {strategy:18s} {attack:15s} image AUROC {res['image_auroc']:.3f}"
           + (f" (p=1: {res['image_auroc_p1']:.3f})" if "image_auroc_p1" in res else "")
           + f", bank {res['bank_size']}, flagged {res['num_flagged']} [{res['seconds']}s]")
+  if pca_banks and workdir:
+    submitted = np.asarray(submissions["defect_injection"])
+    num = max(1, int(round(fed.poison_fraction * submitted.shape[1])))
+    save_bank_pca(os.path.join(workdir, BANK_PCA),
+                  submitted[~byzantine].reshape(-1, dim),
+                  submitted[byzantine][:, -num:].reshape(-1, dim), pca_banks)
   return out
 
 
@@ -267,16 +373,26 @@ def _synthetic(config, workdir, fn, variables, bank, data, log):
 
 
 def _test_maps(config, workdir, test_feats, bank, data):
-  """Anomaly maps of real test images, with the centralised bank."""
-  real = np.r_[np.flatnonzero(data.test_labels == 1)[:config.num_map_images - 2],
-               np.flatnonzero(data.test_labels == 0)[:2]]
-  patch = np.asarray(score_patches(test_feats[real], jnp.asarray(bank), 1,
-                                   config.coreset.block_size))
-  maps = np.asarray(features.anomaly_maps(jnp.asarray(patch), tuple(data.test_images.shape[1:3]),
-                                          float(config.sigma)))
+  """Anomaly maps of good and defective test cells side by side, with the centralised bank.
+
+  Titles give each cell's image score and whether it is above the threshold
+  that flags 5% of all good test cells.
+  """
+  scores = np.asarray(score_patches(test_feats, jnp.asarray(bank), 1,
+                                    config.coreset.block_size))
+  image_scores = scores.max(axis=(1, 2))
+  threshold = metrics.threshold_at_fpr(image_scores, data.test_labels, 0.05)
+  num_good = max(1, config.num_map_images // 2)
+  defective = np.flatnonzero(data.test_labels == 1)
+  defective = defective[np.argsort(-data.test_severity[defective], kind="stable")]
+  real = np.r_[np.flatnonzero(data.test_labels == 0)[:num_good],
+               defective[:config.num_map_images - num_good]]
+  maps = np.asarray(features.anomaly_maps(jnp.asarray(scores[real]),
+                                          tuple(data.test_images.shape[1:3]), float(config.sigma)))
   return save_anomaly_maps(os.path.join(workdir, TEST_MAPS), data.test_images[real], maps,
                            None if data.test_masks is None else data.test_masks[real],
-                           [str(data.test_categories[i]) for i in real])
+                           [str(data.test_categories[i]) for i in real],
+                           image_scores[real], threshold)
 
 
 def run(config, workdir: str, *, log: Callable[[str], None] = print,
@@ -313,7 +429,8 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print,
   central_bank, results["centralized"] = _centralized(config, key, train_feats, test_feats,
                                                       data, log)
   if config.federated.num_clients > 0:
-    results["federated"] = _federated(config, key, train_feats, test_feats, data, log)
+    results["federated"] = _federated(config, key, train_feats, test_feats, data, log,
+                                      fn, variables, workdir)
   if config.synthetic.num_images > 0:
     results["synthetic"] = _synthetic(config, workdir, fn, variables, central_bank, data, log)
   _test_maps(config, workdir, test_feats, central_bank, data)

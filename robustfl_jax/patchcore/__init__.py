@@ -4,7 +4,8 @@ Public names: patch features (`make_patch_feature_fn`, `extract_patch_features`,
 `anomaly_maps`), coreset selection (`greedy_coreset`, `coverage_radius`),
 memory-bank scoring (`nearest_neighbor_scores`, `reweighted_image_scores`),
 metrics (`image_auroc`, `pixel_auroc`, `aupro`), the federated memory
-bank (`RobustnessConfig`, `build_global_bank`, coreset attacks, client scores),
+bank (`RobustnessConfig`, `build_global_bank`, coreset attacks, client scores,
+the patch support filter), bank poisoning (`defect_injection`),
 and a bank's evaluation on a test set (`evaluate_bank`, `image_metrics`,
 `rows_in_bank`, `strategy_robustness`). The experiment of a config is
 `robustfl_jax.experiments.patchcore`.
@@ -22,6 +23,8 @@ from robustfl_jax.patchcore.federated import (CLIENT_METRICS, SCORING_METHODS, S
                                               CoresetScores, RobustnessConfig, attack_coresets,
                                               build_global_bank, coordinatewise_bank,
                                               federated_coreset, local_coresets, num_trim_for,
-                                              sample_per_client, score_clients)
+                                              sample_per_client, score_clients,
+                                              support_distances, support_mask)
+from robustfl_jax.patchcore.poisoning import defect_injection, select_defect_patches
 from robustfl_jax.patchcore.evaluation import (evaluate_bank, image_metrics, rows_in_bank,
                                                strategy_robustness)

@@ -32,11 +32,13 @@ def image_metrics(image_scores: np.ndarray, data) -> dict[str, float]:
       ``test_severity`` and ``name`` are read).
 
   Returns:
-    ``{"image_auroc": ...}``, plus ``"image_auroc_p1"`` for ELPV when some
+    ``{"image_auroc": ..., "recall_at_5fpr": ...}`` (the share of defective
+    images caught at the threshold that flags 5% of the normal ones), plus ``"image_auroc_p1"`` for ELPV when some
     test cell is defective with probability 1: the AUROC of those cells
     against the functional ones (probability 0), the uncertain ones left out.
   """
-  out = {"image_auroc": metrics.image_auroc(image_scores, data.test_labels)}
+  out = {"image_auroc": metrics.image_auroc(image_scores, data.test_labels),
+         "recall_at_5fpr": metrics.recall_at_fpr(image_scores, data.test_labels, 0.05)}
   severity = data.test_severity
   certain = (severity == 0) | (severity == 1)
   if data.name == "elpv" and np.any(severity == 1):

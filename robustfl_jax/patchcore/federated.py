@@ -59,7 +59,8 @@ import numpy as np
 from robustfl_jax.patchcore.coreset import greedy_coreset
 from robustfl_jax.patchcore.nearest_neighbor import nearest_neighbor_scores
 
-STRATEGIES = ("federated_coreset", "coordinate_median", "trimmed_mean", "filtered_coreset")
+STRATEGIES = ("federated_coreset", "coordinate_median", "trimmed_mean", "filtered_coreset",
+              "supported_coreset")
 SCORING_METHODS = ("zscore", "robust_zscore", "none")
 CLIENT_METRICS = ("mean_norm", "std_norm", "max_norm", "cross_client_nn")
 _MAD_TO_STD = 1.4826
@@ -79,7 +80,10 @@ class RobustnessConfig:
     client_scoring_method: "zscore" (the seed's), "robust_zscore" or "none".
     zscore_threshold: > 0; clients scoring at or above it are flagged.
     exclude_flagged: also drop flagged clients before a coordinate-wise rule
-      (the seed only logged the scores). "filtered_coreset" always drops them.
+      (the seed only logged the scores). "filtered_coreset" and
+      "supported_coreset" always drop them.
+    support_threshold: > 0, robust z above which "supported_coreset" drops a
+      patch (see `support_mask`).
   """
 
   enabled: bool = False
@@ -89,6 +93,7 @@ class RobustnessConfig:
   client_scoring_method: str = "zscore"
   zscore_threshold: float = 3.0
   exclude_flagged: bool = False
+  support_threshold: float = 4.0
 
   def __post_init__(self):
     if not self.enabled:
@@ -105,6 +110,8 @@ class RobustnessConfig:
                        f"got {self.client_scoring_method!r}")
     if not self.zscore_threshold > 0:
       raise ValueError(f"zscore_threshold must be > 0; got {self.zscore_threshold}")
+    if not self.support_threshold > 0:
+      raise ValueError(f"support_threshold must be > 0; got {self.support_threshold}")
     if self.aggregation_method == "filtered_coreset" and self.client_scoring_method == "none":
       raise ValueError("filtered_coreset drops flagged clients: it needs client_scoring_method "
                        "'zscore' or 'robust_zscore', not 'none'")
@@ -191,20 +198,80 @@ def attack_coresets(key: jax.Array, coresets: jax.Array, byzantine_mask: jax.Arr
 
 # ---- client scoring ------------------------------------------------------------
 
-def _cross_client_nn(coresets: jax.Array, block_size: int = 1024) -> jax.Array:
-  """Per client, the median distance of its patches to the nearest patch of another client."""
+def support_distances(coresets: jax.Array, kept: Optional[jax.Array] = None,
+                      block_size: int = 1024) -> jax.Array:
+  """Per patch, its distance to the nearest patch of any *other* kept client.
+
+  Args:
+    coresets: f32[n, m, d] submitted coresets.
+    kept: bool[n] clients whose patches may support others (default all);
+      clients with a non-finite patch never support anyone.
+    block_size: scoring block (memory only).
+
+  Returns:
+    f32[n, m]; inf for the rows of a non-finite client, and for every row
+    when no other client is kept.
+  """
+  coresets = jnp.asarray(coresets, jnp.float32)
   n, m, d = coresets.shape
   finite = jnp.all(jnp.isfinite(coresets), axis=(1, 2))
-  # Non-finite clients cannot serve as neighbours; their own statistic is inf.
+  supporters = finite if kept is None else finite & jnp.asarray(kept, bool)
   safe = jnp.where(finite[:, None, None], coresets, 0.0)
   far = 1e6 * (1.0 + jnp.max(jnp.abs(safe)))
 
   def one(i):
-    others = jnp.where(((jnp.arange(n) != i) & finite)[:, None, None], safe, far)
-    return jnp.median(nearest_neighbor_scores(safe[i], others.reshape(n * m, d), 1, block_size))
+    others = jnp.where(((jnp.arange(n) != i) & supporters)[:, None, None], safe, far)
+    dist = nearest_neighbor_scores(safe[i], others.reshape(n * m, d), 1, block_size)
+    return jnp.where(jnp.any((jnp.arange(n) != i) & supporters), dist, jnp.inf)
 
-  stats = jax.lax.map(one, jnp.arange(n))
-  return jnp.where(finite, stats, jnp.inf)
+  dist = jax.lax.map(one, jnp.arange(n))
+  return jnp.where(finite[:, None], dist, jnp.inf)
+
+
+def _cross_client_nn(coresets: jax.Array, block_size: int = 1024) -> jax.Array:
+  """Per client, the median distance of its patches to the nearest patch of another client."""
+  return jnp.median(support_distances(coresets, None, block_size), axis=1)
+
+
+def support_mask(coresets: jax.Array, kept: Optional[jax.Array] = None,
+                 threshold: float = 4.0, block_size: int = 1024) -> jax.Array:
+  """Patches of kept clients that the other kept clients' banks support.
+
+  For every patch, its `support_distances` value s (distance to the nearest
+  patch of another kept client). Within each client, z = (s - median) /
+  (1.4826 MAD) over that client's own patches; a patch is kept when z <=
+  `threshold`. Judging each client against its own median is what lets an
+  honest client of another cell type (all its patches far from the others')
+  keep its bank, while a client that replaced part of its bank by patches
+  nobody else has loses those, as long as they are under half of its bank
+  (the median and MAD of its own distances stay honest). A client that
+  poisoned most of its bank is the client-level filter's job.
+
+  Args:
+    coresets: f32[n, m, d].
+    kept: bool[n] clients taking part (default all); others keep nothing.
+    threshold: > 0.
+    block_size: scoring block (memory only).
+
+  Returns:
+    bool[n, m]; all False for rows of dropped or non-finite clients. With a
+    single kept client, all its rows (nobody can support it).
+  """
+  if not threshold > 0:
+    raise ValueError(f"threshold must be > 0; got {threshold}")
+  coresets = jnp.asarray(coresets, jnp.float32)
+  n = coresets.shape[0]
+  kept = np.ones(n, bool) if kept is None else np.asarray(kept, bool)
+  finite = np.asarray(jnp.all(jnp.isfinite(coresets), axis=(1, 2)))
+  taking_part = kept & finite
+  if taking_part.sum() <= 1:
+    return np.repeat(taking_part[:, None], coresets.shape[1], axis=1)
+  dist = np.asarray(support_distances(coresets, taking_part, block_size), np.float64)
+  with np.errstate(invalid="ignore"):  # rows of clients not taking part are inf
+    center = np.median(dist, axis=1, keepdims=True)
+    spread = _MAD_TO_STD * np.median(np.abs(dist - center), axis=1, keepdims=True)
+    z = np.where(spread > _MIN_SPREAD, (dist - center) / np.maximum(spread, _MIN_SPREAD), 0.0)
+  return (z <= threshold) & taking_part[:, None]
 
 
 def _robust_z(values: jax.Array, min_relative_spread: float) -> jax.Array:
@@ -286,14 +353,18 @@ def score_clients(coresets: jax.Array, method: str = "robust_zscore", threshold:
 def _finite_rows(coresets, mask):
   rows = np.array(jnp.all(jnp.isfinite(coresets), axis=2))
   if mask is not None:
-    rows &= np.asarray(mask)[:, None]
+    mask = np.asarray(mask, bool)
+    rows &= mask[:, None] if mask.ndim == 1 else mask
   return rows
 
 
 def federated_coreset(key: jax.Array, coresets: jax.Array, global_bank_size: int,
                       mask: Optional[jax.Array] = None, projection_dim: Optional[int] = 128,
                       num_starts: int = 10) -> jax.Array:
-  """Concatenates the (kept, finite) client patches, then greedy-selects the bank."""
+  """Concatenates the (kept, finite) client patches, then greedy-selects the bank.
+
+  `mask` keeps whole clients (bool[n]) or single patches (bool[n, m]).
+  """
   coresets = jnp.asarray(coresets, jnp.float32)
   rows = _finite_rows(coresets, mask)
   pool = coresets.reshape(-1, coresets.shape[-1])[np.flatnonzero(rows.ravel())]
@@ -357,7 +428,8 @@ def build_global_bank(key: jax.Array, coresets: jax.Array, global_bank_size: int
 
   Returns:
     (bank f32[b, d], info) with info holding "strategy", "client_scores"
-    (`CoresetScores` or None), "kept" (bool[n]) and "num_flagged".
+    (`CoresetScores` or None), "kept" (bool[n]), "num_flagged" and
+    "patches_kept" (bool[n, m] for "supported_coreset", else None).
   """
   coresets = jnp.asarray(coresets, jnp.float32)
   n = coresets.shape[0]
@@ -366,16 +438,22 @@ def build_global_bank(key: jax.Array, coresets: jax.Array, global_bank_size: int
   kept = jnp.ones(n, bool)
   if config.enabled and config.client_scoring_method != "none":
     scores = score_clients(coresets, config.client_scoring_method, config.zscore_threshold)
-    if config.exclude_flagged or strategy == "filtered_coreset":
+    if config.exclude_flagged or strategy in ("filtered_coreset", "supported_coreset"):
       kept = ~scores.is_outlier
       if not bool(jnp.any(kept)):  # everyone flagged: fall back to keeping everyone
         kept = jnp.ones(n, bool)
-  if strategy in ("federated_coreset", "filtered_coreset"):
+  patches_kept = None
+  if strategy == "supported_coreset":
+    patches_kept = support_mask(coresets, kept, config.support_threshold)
+    bank = federated_coreset(key, coresets, global_bank_size, patches_kept, projection_dim,
+                             num_starts)
+  elif strategy in ("federated_coreset", "filtered_coreset"):
     bank = federated_coreset(key, coresets, global_bank_size, kept, projection_dim, num_starts)
   else:
     num_trim = num_trim_for(int(jnp.sum(kept)), config.trim_fraction, config.num_byzantine) \
       if strategy == "trimmed_mean" else 0
     bank = coordinatewise_bank(key, coresets, global_bank_size, strategy, num_trim, kept)
   info = {"strategy": strategy, "client_scores": scores, "kept": kept,
-          "num_flagged": 0 if scores is None else int(jnp.sum(scores.is_outlier))}
+          "num_flagged": 0 if scores is None else int(jnp.sum(scores.is_outlier)),
+          "patches_kept": patches_kept}
   return bank, info

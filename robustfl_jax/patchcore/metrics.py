@@ -52,6 +52,32 @@ def image_auroc(scores, labels) -> float:
   return float(u / (num_pos * num_neg))
 
 
+def threshold_at_fpr(scores, labels, max_fpr: float = 0.05) -> float:
+  """The lowest threshold t with at most `max_fpr` of the normal images scored > t.
+
+  Args:
+    scores: f[n] image scores (higher = more anomalous).
+    labels: bool/int[n], 1 for anomalous images (both classes needed).
+    max_fpr: allowed share of false positives on normal images, in [0, 1).
+
+  Returns:
+    t, a normal image's score (images scored > t are called defective).
+  """
+  if not 0.0 <= max_fpr < 1.0:
+    raise ValueError(f"max_fpr must be in [0, 1); got {max_fpr}")
+  labels = _check_binary(labels, "threshold_at_fpr")
+  normal = np.sort(np.asarray(scores, np.float64).ravel()[~labels])
+  allowed = int(np.floor(max_fpr * normal.size + 1e-9))
+  return float(normal[normal.size - 1 - allowed])
+
+
+def recall_at_fpr(scores, labels, max_fpr: float = 0.05) -> float:
+  """Share of anomalous images scored above `threshold_at_fpr(scores, labels, max_fpr)`."""
+  t = threshold_at_fpr(scores, labels, max_fpr)
+  labels = np.asarray(labels).astype(bool).ravel()
+  return float(np.mean(np.asarray(scores, np.float64).ravel()[labels] > t))
+
+
 def pixel_auroc(anomaly_maps, masks) -> float:
   """AUROC over all pixels of all test images (maps and masks of equal shape)."""
   anomaly_maps = np.asarray(anomaly_maps)

@@ -43,3 +43,17 @@ def test_partition_by_cell_type_is_pure_and_covers():
   for p in parts:
     assert len(np.unique(cell_type[p])) == 1  # each client holds one cell type
   assert {int(cell_type[p[0]]) for p in parts} == {0, 1}
+
+
+def test_defect_pool_is_disjoint_from_the_test_set():
+  pytest.importorskip("elpv_dataset")
+  data = elpv.load_elpv(image_size=16, num_test_good=10, max_train=10, max_test_defective=20)
+  pool, probability = elpv.load_defect_pool(16, 8, num_test_good=10, max_train=10,
+                                            max_test_defective=20)
+  assert pool.shape == (8, 16, 16, 3) and np.all(probability > 0)
+  test = {image.tobytes() for image in data.test_images}
+  assert not any(image.tobytes() in test for image in pool)
+  with pytest.raises(ValueError, match="max_test_defective"):
+    elpv.load_defect_pool(16, 8, num_test_good=10, max_train=10, max_test_defective=None)
+  with pytest.raises(ValueError, match="num_images"):
+    elpv.load_defect_pool(16, 0)

@@ -11,12 +11,13 @@ import pytest
 from robustfl_jax.experiments import load_config, patchcore, reporting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STRATEGIES = ("federated_coreset", "coordinate_median", "filtered_coreset")
+STRATEGIES = ("federated_coreset", "coordinate_median", "filtered_coreset", "supported_coreset")
 TINY = {
   "data.image_size": 64, "data.max_train": 25, "data.num_test_good": 8,
   "data.max_test_defective": 8, "backbone.embed_dim": 32, "backbone.target_dim": 32,
   "federated.local_bank_size": 40, "federated.global_bank_size": 80,
-  "federated.strategies": STRATEGIES, "federated.attacks": ("scaling",),
+  "federated.strategies": STRATEGIES, "federated.attacks": ("scaling", "defect_injection", "defect_injection_synthetic"),
+  "federated.defect_pool_size": 4,
   "synthetic.num_images": 8, "num_map_images": 4,
   "reweight_neighbors": 3,  # exercises the paper's reweighted image score
 }
@@ -41,13 +42,14 @@ def test_tiny_run_writes_results_and_figures(tiny_run):
   assert saved["centralized"]["image_auroc"] == pytest.approx(results["centralized"]["image_auroc"])
   assert saved["config"]["federated"]["strategies"] == list(STRATEGIES)
   for strategy in STRATEGIES:
-    assert set(saved["federated"][strategy]) == {"clean", "scaling"}
+    assert set(saved["federated"][strategy]) == {"clean", "scaling", "defect_injection", "defect_injection_synthetic"}
     for res in saved["federated"][strategy].values():
       assert 0.0 <= res["image_auroc"] <= 1.0 and 0.0 <= res["image_auroc_p1"] <= 1.0
   assert saved["federated"]["coordinate_median"]["clean"]["bank_size"] == 8
   assert saved["federated"]["coordinate_median"]["scaling"]["bank_rows_from_byzantine"] == 0
   assert saved["federated"]["filtered_coreset"]["scaling"]["kept"][0] == 0  # attacker dropped
   assert saved["federated"]["filtered_coreset"]["scaling"]["bank_rows_from_byzantine"] == 0
+  assert (workdir / patchcore.BANK_PCA).exists()
   syn = saved["synthetic"]
   assert 0.0 <= syn["pixel_auroc"] <= 1.0 and 0.0 <= syn["aupro"] <= 1.0
   assert (workdir / "results.md").read_text() == patchcore.markdown(saved)
@@ -61,7 +63,9 @@ def test_markdown_and_headline_publish(tiny_run, tmp_path):
   text = patchcore.markdown(results)
   assert text.startswith("# PatchCore results\n\n| setting | bank size |")
   assert f"| centralised | 80 | - | - | {results['centralized']['image_auroc']:.3f} |" in text
-  assert "| strategy | scaling |\n|---|---|\n| federated_coreset | " in text
+  assert ("| strategy | scaling | defect_injection | defect_injection_synthetic |\n"
+          "|---|---|---|---|\n| federated_coreset | ") in text
+  assert "recall at 5% FPR" in text
   headline = patchcore.headline(results)
   assert headline.startswith("centralised image AUROC 0.") and "on p=1 defects" in headline
   readme = tmp_path / "README.md"

@@ -32,10 +32,11 @@ def test_image_metrics_p1_only_on_elpv_with_certain_defects():
   out = evaluation.image_metrics(scores, _data([0, 0, 1, 1, 1], severity))
   assert out["image_auroc"] == pytest.approx(1.0)
   assert out["image_auroc_p1"] == pytest.approx(1.0)  # the p = 0.5 cell left out
+  assert out["recall_at_5fpr"] == pytest.approx(1.0)  # threshold 0.2, the top normal score
   assert set(evaluation.image_metrics(scores, _data([0, 0, 1, 1, 1], name="mvtec"))) == {
-    "image_auroc"}
+    "image_auroc", "recall_at_5fpr"}
   assert set(evaluation.image_metrics(scores, _data([0, 0, 1, 1, 1], [0, 0, .5, .5, .5]))) == {
-    "image_auroc"}
+    "image_auroc", "recall_at_5fpr"}
 
 
 @pytest.mark.parametrize("reweight_neighbors", [0, 3, 50])
