@@ -9,8 +9,11 @@ Batcher's odd-even merge sort for the padded client count and keep only the
 comparators that feed the requested ranks (pruned in Python, so the traced
 program is small). On GPU/TPU ``jnp.sort`` is fast and is used instead.
 
-Past 128 rows the network's compile time explodes (2.6 s at 128 rows, over
-200 s at 256), and XLA's sort along the client axis on CPU is 3-30x slower
+Past 64 rows the network costs more than it saves: its compile time explodes
+(2.6 s at 128 rows, over 200 s at 256), and at 128 rows the rules that sum
+terms depending on a statistic (Meamed, Bulyan's coordinate phase, the
+geometric median's median start) ran 30 s to 220 s at 128 x 1e5 (XLA
+recomputes the network inside each row's term), and XLA's sort along the client axis on CPU is 3-30x slower
 than NumPy. There, on a single CPU device, ``"auto"`` selects ``"callback"``:
 a :func:`jax.experimental.buffer_callback` (NumPy views of XLA's own
 buffers, no copies) into NumPy's SIMD sort over blocks of columns run on a
@@ -39,10 +42,11 @@ from jax.experimental import buffer_callback
 
 Array = jax.Array
 
-# Beyond this many clients XLA's compile time for the network explodes
-# (measured: 2.6 s for the median at 128 rows, over 200 s at 256 rows); the
-# sort is used instead.
-MAX_NETWORK_ROWS = 128
+# Beyond this many clients the network is not used: its compile time
+# explodes (2.6 s for the median at 128 rows, over 200 s at 256 rows) and at
+# 128 rows Meamed took 29.8 s and Bulyan 221 s at d = 1e5 through it
+# (docs/results/benchmark.md of 2026-12-03, before this limit moved from 128).
+MAX_NETWORK_ROWS = 64
 
 
 @functools.lru_cache(maxsize=None)

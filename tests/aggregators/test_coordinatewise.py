@@ -65,9 +65,9 @@ def test_auto_method_by_backend_rows_and_devices(monkeypatch):
   from robustfl_jax.aggregators import _order_statistics as os_
   monkeypatch.setattr(os_.jax, "default_backend", lambda: "cpu")
   monkeypatch.setattr(os_.jax, "device_count", lambda: 1)
-  assert os_.default_method(128) == "network" and os_.default_method(129) == "callback"
+  assert os_.default_method(64) == "network" and os_.default_method(65) == "callback"
   monkeypatch.setattr(os_.jax, "device_count", lambda: 4)
-  assert os_.default_method(129) == "sort"
+  assert os_.default_method(65) == "sort"
   monkeypatch.setattr(os_.jax, "default_backend", lambda: "gpu")
   assert os_.default_method(8) == "sort"
 

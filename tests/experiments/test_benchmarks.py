@@ -176,3 +176,5 @@ def test_aggregator_suite_keeps_order_statistics_rules_past_the_cutoff():
       ("krum", 8), ("trimmed_mean", 8), ("trimmed_mean", 12)]
   text = aggregators.to_markdown(result)
   assert "Compile time (s)" in text and text.count("| trimmed_mean |") == 2
+  line = aggregators.headline(result)
+  assert line.startswith("at n=12, d=64: trimmed_mean ") and "; krum at n=8, d=64: " in line
