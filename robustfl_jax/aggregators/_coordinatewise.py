@@ -182,16 +182,19 @@ def _median_from_valid(updates: Array, valid: Array, method: str = "auto") -> Ar
   to_low = invalid & (rank_among_invalid < num_invalid // 2)
   fill = jnp.where(to_low, -jnp.inf, jnp.inf).astype(updates.dtype)
   ranks = (max(n // 2 - 1, 0), (n - 1) // 2, n // 2)
+
+  def middle(values):
+    return tuple(order_statistics(values, ranks, method))
+
+  def filled():
+    return middle(jnp.where(valid[:, None], updates, fill[:, None]))
+
   if resolve_method(method, n) == "callback":
     # The host reads XLA's buffer of the input itself when no row is
     # excluded (the common case): no filled [n, d] copy is written.
-    lo, mid, hi = lax.cond(
-        jnp.all(valid), lambda: tuple(order_statistics(updates, ranks, method)),
-        lambda: tuple(order_statistics(
-            jnp.where(valid[:, None], updates, fill[:, None]), ranks, method)))
+    lo, mid, hi = lax.cond(jnp.all(valid), lambda: middle(updates), filled)
   else:
-    filled = jnp.where(valid[:, None], updates, fill[:, None])
-    lo, mid, hi = order_statistics(filled, ranks, method)
+    lo, mid, hi = filled()
   odd = (num_invalid % 2) == 1
   a = jnp.where(odd, lo, mid).astype(base.compute_dtype(updates.dtype))
   b = jnp.where(odd, mid, hi).astype(a.dtype)

@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import buffer_callback
 
+from robustfl_jax.aggregators import base
+
 Array = jax.Array
 
 # Beyond this many clients the network is not used: its compile time
@@ -143,9 +145,8 @@ def numpy_order_statistics(values: np.ndarray, ranks: Sequence[int],
     flat_out[:, lo:hi] = rows[:, pick].T
 
   starts = range(0, cols, block)
-  if len(starts) <= 1:
-    for lo in starts:
-      work(lo)
+  if len(starts) == 1:
+    work(0)
   else:
     list(_pool().map(work, starts))
   return out
@@ -196,7 +197,7 @@ def default_method(num_rows: int) -> str:
     return "sort"
   if num_rows <= MAX_NETWORK_ROWS:
     return "network"
-  return "callback" if jax.device_count() == 1 else "sort"
+  return "callback" if base.host_numpy_is_local() else "sort"
 
 
 def order_statistics(values, ranks: Sequence[int], method: str = "auto") -> list[Array]:
@@ -224,15 +225,13 @@ def order_statistics(values, ranks: Sequence[int], method: str = "auto") -> list
   if method == "network":
     rows = values if isinstance(values, (list, tuple)) else [values[i] for i in range(n)]
     return _network_order_statistics(rows, ranks)
+  if method not in ("sort", "callback"):
+    raise ValueError("method must be 'auto', 'network', 'sort' or 'callback'; "
+                     f"got {method!r}.")
+  if isinstance(values, (list, tuple)):
+    values = jnp.stack(values)
   if method == "sort":
-    if isinstance(values, (list, tuple)):
-      values = jnp.stack(values)
     ordered = jnp.sort(values, axis=0)
     return [ordered[r] for r in ranks]
-  if method == "callback":
-    if isinstance(values, (list, tuple)):
-      values = jnp.stack(values)
-    stats = _callback_order_statistics(values, ranks)
-    return [stats[i] for i in range(len(ranks))]
-  raise ValueError("method must be 'auto', 'network', 'sort' or 'callback'; "
-                   f"got {method!r}.")
+  stats = _callback_order_statistics(values, ranks)
+  return [stats[i] for i in range(len(ranks))]

@@ -172,3 +172,14 @@ def row_norms(values: Array) -> Array:
   scale = jnp.max(jnp.abs(v), axis=1, initial=0)
   safe = jnp.where(scale > 0, scale, 1)
   return scale * jnp.sqrt(jnp.sum(jnp.square(v / safe[:, None]), axis=1))
+
+
+def host_numpy_is_local() -> bool:
+  """Whether NumPy on XLA's own buffers may serve a rule: one CPU device.
+
+  The host callbacks (order statistics past the comparator network, the
+  BLAS Gram) read a device buffer in place; with several devices (a
+  parameter-sharded aggregation, several processes) they would gather the
+  sharded matrix onto one host, and on a GPU/TPU the data is not on the host.
+  """
+  return jax.default_backend() == "cpu" and jax.device_count() == 1

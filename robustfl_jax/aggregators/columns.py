@@ -241,8 +241,8 @@ def gram_method(num_rows: int, num_coords: int) -> str:
   see :data:`HOST_GRAM_MIN_COORDS` and :data:`HOST_GRAM_MAX_ROWS` for the
   shapes.
   """
-  if (jax.default_backend() == "cpu" and jax.device_count() == 1
-      and num_coords >= HOST_GRAM_MIN_COORDS and num_rows <= HOST_GRAM_MAX_ROWS):
+  if (base.host_numpy_is_local() and num_coords >= HOST_GRAM_MIN_COORDS
+      and num_rows <= HOST_GRAM_MAX_ROWS):
     return "blas"
   return "xla"
 
