@@ -45,7 +45,7 @@ def clip_by_norm(updates: Array, max_norm: float, mask: Optional[Array] = None) 
   if not max_norm >= 0:
     raise ValueError(f"clip_by_norm: max_norm must be >= 0; got {max_norm}.")
   valid = base.valid_rows(updates, mask)
-  factor = _clip_factor(base.row_norms(base.zero_invalid(updates, valid)), max_norm)
+  factor = _clip_factor(base.row_norms_of(base.zero_invalid, updates, valid), max_norm)
   return mark_excluded((updates * factor[:, None].astype(updates.dtype)), valid)
 
 
@@ -88,7 +88,7 @@ def arc(updates: Array, num_byzantine: int, mask: Optional[Array] = None) -> Arr
   f = check_arc(n, num_byzantine)
   num_clipped = int((2 * f * (n - f)) // n)
   valid = base.valid_rows(updates, mask)
-  norms = base.row_norms(base.zero_invalid(updates, valid))
+  norms = base.row_norms_of(base.zero_invalid, updates, valid)
   sorted_desc = -jnp.sort(-jnp.where(valid, norms, -jnp.inf))
   k = jnp.minimum(num_clipped, jnp.maximum(jnp.sum(valid) - 1, 0))
   threshold = sorted_desc[k]

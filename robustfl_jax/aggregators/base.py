@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Array = jax.Array
 Info = dict[str, Array]
@@ -162,16 +163,71 @@ def zero_invalid(updates: Array, valid: Array) -> Array:
   return jnp.where(valid[:, None], updates, jnp.zeros((), updates.dtype))
 
 
-def row_norms(values: Array) -> Array:
-  """L2 norm of each row without overflow: ``m * |x / m|`` with ``m = max|x|``.
+def scaled_row_norms(values: Array) -> Array:
+  """L2 norm of each row as ``m * |x / m|`` with ``m = max|x|`` (two passes).
 
-  A row holding 1e30 has a finite norm although its squared norm overflows
-  float32; clipping factors ``radius / norm`` then stay exact.
+  Exact where the plain sum of squares overflows or underflows.
   """
   v = values.astype(compute_dtype(values.dtype))
   scale = jnp.max(jnp.abs(v), axis=1, initial=0)
   safe = jnp.where(scale > 0, scale, 1)
   return scale * jnp.sqrt(jnp.sum(jnp.square(v / safe[:, None]), axis=1))
+
+
+# A plain sum of squares at least this large lost nothing to flushed
+# subnormal squares: at most d * tiny of it, under 1e-11 relative for d < 1e9.
+_PLAIN_SQUARES_MIN = 2.0**-60
+
+
+def plain_norms_exact(squares: Array,
+                      nonzero_in: Callable[[Array], Array]) -> Array:
+  """Whether ``sqrt`` of every row's plain sum of squares is its exact norm.
+
+  Args:
+    squares: ``[n]`` plain sums of squares.
+    nonzero_in: ``nonzero_in(rows [n] bool) -> bool``, whether any entry of
+      those rows is nonzero; asked only when some sum is 0 (a zero row, or
+      one whose squares all flushed to zero).
+
+  Returns:
+    A bool scalar: no sum overflowed, none is small enough for subnormal
+    squares to have vanished, and every zero sum is a zero row.
+  """
+  unsafe = ~jnp.isfinite(squares) | ((squares > 0) & (squares < _PLAIN_SQUARES_MIN))
+  zero = squares == 0
+  hidden = lax.cond(jnp.any(zero), lambda: jnp.asarray(nonzero_in(zero), bool),
+                    lambda: jnp.asarray(False))
+  return ~jnp.any(unsafe) & ~hidden
+
+
+def row_norms(values: Array) -> Array:
+  """L2 norm of each row without overflow or underflow.
+
+  A row holding 1e30 has a finite norm although its squared norm overflows
+  float32; clipping factors ``radius / norm`` then stay exact. The common
+  case takes one pass (``sqrt(sum x^2)``); only when a row's sum of squares
+  overflows, or is so small that squares may have flushed to zero, does the
+  scaled form :func:`scaled_row_norms` run (a ``lax.cond``; under ``vmap``
+  both run). The scaled pass alone costs 4x the plain one on CPU
+  (64 x 2**20, one thread: 209 ms against 54 ms, measured), and the
+  geometric median and centered clipping take norms in every iteration.
+  Pass an expression as :func:`row_norms_of` to keep it unmaterialised.
+  """
+  return row_norms_of(lambda v: v, values)
+
+
+def row_norms_of(fn: Callable[..., Array], *args: Array) -> Array:
+  """:func:`row_norms` of ``fn(*args)`` (elementwise, ``[n, d]``), which is
+  recomputed inside each branch rather than written out as an operand of
+  the ``lax.cond`` (an ``[n, d]`` copy costs about as much as the norms)."""
+  def values():
+    v = fn(*args)
+    return v.astype(compute_dtype(v.dtype))
+
+  squares = jnp.sum(jnp.square(values()), axis=1)
+  exact = plain_norms_exact(
+      squares, lambda rows: jnp.any(jnp.where(rows[:, None], values() != 0, False)))
+  return lax.cond(exact, lambda: jnp.sqrt(squares), lambda: scaled_row_norms(values()))
 
 
 def host_numpy_is_local() -> bool:

@@ -198,10 +198,12 @@ def max_columns(fn: Callable[..., Array], updates: Array, *vectors: Array
   return _reduce_columns(fn, updates, vectors, False, jnp.maximum)
 
 
-# The BLAS Gram is used from this many coordinates and up to this many rows:
-# below, the host round trip costs more than it saves; above, XLA's dot has
-# enough rows to run at BLAS speed (both 0.10 s at 256 x 1e5, measured).
-HOST_GRAM_MIN_COORDS = 2**15
+# The BLAS Gram is used from this many products (n * n * d) and up to this
+# many rows. Below, the host round trip costs more than it saves (16 x 1e5:
+# XLA 1.03 ms, BLAS 1.42 ms; 32 x 1e5: XLA 4.2 ms, BLAS 3.6 ms; 64 x 2**20:
+# XLA 241 ms, BLAS 104 ms, measured in one run); above the row limit XLA's
+# dot has enough rows to run at BLAS speed (both 0.10 s at 256 x 1e5).
+HOST_GRAM_MIN_PRODUCTS = 2**26
 HOST_GRAM_MAX_ROWS = 128
 
 
@@ -238,10 +240,11 @@ def gram_method(num_rows: int, num_coords: int) -> str:
   own buffers (a :func:`jax.pure_callback` copies the ``[n, d]`` input, which
   costs more than the product saves). With several devices
   (a parameter-sharded aggregation) or on GPU/TPU the XLA ``dot`` is kept;
-  see :data:`HOST_GRAM_MIN_COORDS` and :data:`HOST_GRAM_MAX_ROWS` for the
+  see :data:`HOST_GRAM_MIN_PRODUCTS` and :data:`HOST_GRAM_MAX_ROWS` for the
   shapes.
   """
-  if (base.host_numpy_is_local() and num_coords >= HOST_GRAM_MIN_COORDS
+  if (base.host_numpy_is_local()
+      and num_rows * num_rows * num_coords >= HOST_GRAM_MIN_PRODUCTS
       and num_rows <= HOST_GRAM_MAX_ROWS):
     return "blas"
   return "xla"
@@ -264,13 +267,31 @@ def row_norms(fn: Callable[..., Array], updates: Array, *vectors: Array
               ) -> Array:
   """:func:`base.row_norms` of ``fn(updates, *vectors)`` without building it.
 
-  ``fn`` is elementwise per chunk (e.g. ``lambda u, z: u - z``); the norms
-  take two row-local passes: the rows' largest magnitude, then the sum of
-  squares scaled by it (overflow-free, as :func:`base.row_norms`).
+  ``fn`` is elementwise per chunk (e.g. ``lambda u, z: u - z``). As
+  :func:`base.row_norms`: one row-local pass of plain squares, and only when
+  one overflows or underflows two more: the rows' largest magnitude, then
+  the sum of squares scaled by it.
   """
   if not is_chunked(updates):
-    return base.row_norms(fn(updates, *vectors))
+    return base.row_norms_of(fn, updates, *vectors)
 
+  def plain(u, *v):
+    values = fn(u, *v)
+    return jnp.sum(jnp.square(values.astype(base.compute_dtype(values.dtype))), axis=1)
+
+  def nonzero_in(rows):
+    def magnitude(u, *v):
+      return jnp.max(jnp.where(rows[:, None], jnp.abs(fn(u, *v)), 0), axis=1)
+    return jnp.any(max_columns(magnitude, updates, *vectors) != 0)
+
+  squares = sum_columns(plain, updates, *vectors, place=False)
+  return lax.cond(base.plain_norms_exact(squares, nonzero_in),
+                  lambda: jnp.sqrt(squares),
+                  lambda: _scaled_row_norms(fn, updates, *vectors))
+
+
+def _scaled_row_norms(fn, updates, *vectors):
+  """:func:`base.scaled_row_norms` of ``fn(updates, *vectors)``, by chunks."""
   def magnitude(u, *v):
     values = fn(u, *v)
     return jnp.max(jnp.abs(values.astype(base.compute_dtype(values.dtype))),
