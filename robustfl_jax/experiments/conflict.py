@@ -197,6 +197,13 @@ def validate(config: ml_collections.ConfigDict) -> Grid:
       raise ValueError(f"grid.defenses={defense!r}: grid.calibrate_fpr fits "
                        "the margin on the validation split of the shared "
                        "sample; set aggregator.validation_split > 0.")
+    if (parse_spec(defense)[0] == "gan_filter"
+        and config.grid.calibrate_fpr is not None
+        and cell.aggregator.threshold_rule not in CALIBRATED_RULES):
+      raise ValueError(f"grid.defenses={defense!r}: grid.calibrate_fpr fits "
+                       "aggregator.threshold_rule in "
+                       f"{CALIBRATED_RULES}; got "
+                       f"{cell.aggregator.threshold_rule!r}.")
   for partition in grid.partitions:  # e.g. data.alpha for "dirichlet"
     cell = cell_config(config, grid.defenses[0])
     cell.data.partition = partition
@@ -375,10 +382,13 @@ def calibration_clients(x_val: Any, y_val: Any, num_clients: int,
       jnp.zeros((num_clients,), bool))
 
 
+CALIBRATED_RULES = ("global", "robust")
+
+
 def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
                          params: Any, generator: Any, x_val: Any, y_val: Any,
                          log: Callable[[str], None] = print) -> dict:
-  """Fits the ``"global"`` rule's margin of the GAN filter of ``config``.
+  """Fits the threshold of the GAN filter of ``config`` (its ``margin``).
 
   Only the validation split of the shared sample is read (``x_val, y_val``:
   the ``aggregator.validation_split`` the generator never saw,
@@ -388,23 +398,31 @@ def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
   client's synthetic-accuracy gap to the global model recorded) of
   ``config.num_rounds`` rounds without attack on ``num_clients`` simulated
   honest IID clients holding disjoint shares of the split
-  (:func:`calibration_clients`, seed ``grid.calibration_seed``); the margin is the smallest one that
-  excludes at most ``grid.calibrate_fpr`` of the honest clients' decisions
-  after ``aggregator.warmup_rounds`` rounds
-  (:func:`robustfl_jax.defenses.calibrate_margin`).
+  (:func:`calibration_clients`, seed ``grid.calibration_seed``). For
+  ``aggregator.threshold_rule``:
+
+  * ``"global"``: the margin is the smallest one that excludes at most
+    ``grid.calibrate_fpr`` of the honest clients' decisions after
+    ``aggregator.warmup_rounds`` rounds
+    (:func:`robustfl_jax.defenses.calibrate_margin`);
+  * ``"robust"``: the multiplier ``k`` is the larger of the same fit on the
+    clients' robust z-scores and Cantelli's distribution-free value
+    (:func:`robustfl_jax.defenses.calibrate_robust_k`); the rule's location
+    and scale come from each round's own scores.
 
   Returns:
-    ``{"margin", "calibration_seed", "max_false_positives",
+    ``{"rule", "margin", "calibration_seed", "max_false_positives",
     "warmup_rounds", "validation_split", "validation_examples",
-    "calibration_false_positives", "honest_gap_quantiles"}``.
+    "calibration_false_positives", "honest_gap_quantiles"}``, with
+    ``"validation_k"`` and ``"bound_k"`` for ``"robust"``.
 
   Raises:
-    ValueError: a threshold rule other than ``"global"`` or an empty split.
+    ValueError: another threshold rule or an empty split.
   """
-  if config.aggregator.threshold_rule != "global":
-    raise ValueError("grid.calibrate_fpr fits the margin of "
-                     "aggregator.threshold_rule='global'; got "
-                     f"{config.aggregator.threshold_rule!r}.")
+  rule = config.aggregator.threshold_rule
+  if rule not in CALIBRATED_RULES:
+    raise ValueError("grid.calibrate_fpr fits aggregator.threshold_rule in "
+                     f"{CALIBRATED_RULES}; got {rule!r}.")
   seed = int(config.grid.calibration_seed)
   fpr = float(config.grid.calibrate_fpr)
   warmup = int(config.aggregator.warmup_rounds)
@@ -412,9 +430,9 @@ def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
   fed = calibration_clients(x_val, y_val, n, seed)
   cell = cell_config(config, config.aggregator.name, "none")
   cell.data.partition = "iid"
+  per_class = int(config.aggregator.validation_per_class)
   probe = defenses_lib.gan_filter_probe(
-      model.apply, params, generator,
-      per_class=int(config.aggregator.validation_per_class), rule="global",
+      model.apply, params, generator, per_class=per_class, rule="global",
       margin=float(config.aggregator.margin))
   recorder = defenses_lib.recording_filter(probe, rounds, n)
   round_fn, init_state = protocols.build_round(
@@ -432,31 +450,58 @@ def calibrate_gan_filter(config: ml_collections.ConfigDict, *, model: Any,
   t0 = time.time()
   gaps = np.asarray(run(fed, run_keys((seed,), 1)[0]))
   honest = np.ones(n, bool)
-  margin = defenses_lib.calibrate_margin(gaps, honest, warmup_rounds=warmup,
-                                         max_false_positives=fpr)
+  result = {"rule": rule}
+  if rule == "robust":
+    resolution = 1.0 / (per_class * int(generator.num_classes))
+    result.update(defenses_lib.calibrate_robust_k(
+        gaps, honest, warmup_rounds=warmup, max_false_positives=fpr,
+        resolution=resolution))
+    margin = result.pop("k")
+    kept = np.asarray(jax.vmap(lambda g: defenses_lib.accept_by_rule(
+        -g, jnp.ones(n, bool), "robust", margin=margin,
+        resolution=resolution))(jnp.asarray(gaps)))
+    excluded = ~kept[warmup:]
+  else:
+    margin = defenses_lib.calibrate_margin(gaps, honest, warmup_rounds=warmup,
+                                           max_false_positives=fpr)
+    excluded = gaps[warmup:] > margin
   after = gaps[warmup:]
   after = after[np.isfinite(after)]
-  result = {"margin": margin, "calibration_seed": seed,
-            "max_false_positives": fpr, "warmup_rounds": warmup,
-            "validation_split": float(config.aggregator.validation_split),
-            "validation_examples": int(np.asarray(y_val).size),
-            "calibration_false_positives": float(np.mean(after > margin)),
-            "honest_gap_quantiles": {
-                str(q): float(np.quantile(after, q))
-                for q in (0.5, 0.9, 0.95, 0.99)}}
+  result.update({"margin": margin, "calibration_seed": seed,
+                 "max_false_positives": fpr, "warmup_rounds": warmup,
+                 "validation_split": float(config.aggregator.validation_split),
+                 "validation_examples": int(np.asarray(y_val).size),
+                 "calibration_false_positives": float(np.mean(excluded)),
+                 "honest_gap_quantiles": {
+                     str(q): float(np.quantile(after, q))
+                     for q in (0.5, 0.9, 0.95, 0.99)}})
   log(f"GAN filter ({config.aggregator.name}, shared_fraction "
-      f"{config.aggregator.shared_fraction}): margin {margin:.3f} fitted to "
-      f"<= {fpr:.0%} honest exclusion after {warmup} warm-up rounds, {n} "
-      f"simulated IID clients on the validation split "
+      f"{config.aggregator.shared_fraction}): {describe_calibration(result)}"
+      f", {n} simulated IID clients on the validation split "
       f"({result['validation_examples']} examples), {time.time() - t0:.0f}s")
   return result
 
 
+def describe_calibration(c: dict) -> str:
+  """One phrase: the fitted threshold of :func:`calibrate_gan_filter`."""
+  target = (f"<= {c['max_false_positives']:.0%} honest exclusion after the "
+            f"{c['warmup_rounds']}-round warm-up")
+  if c["rule"] == "robust":
+    return (f"`robust` rule (keep a client whose synthetic accuracy is at "
+            f"most k robust spreads below the round's median), k "
+            f"{c['margin']:.2f} = max(validation-split fit "
+            f"{c['validation_k']:.2f}, Cantelli bound {c['bound_k']:.2f}) "
+            f"for {target}")
+  return f"margin {c['margin']:.3f} of the `global` rule fitted to {target}"
+
+
 def calibrated_filter(config: ml_collections.ConfigDict, model: Any,
                       params: Any, generator: Any, margin: float):
-  """``(aggregator, probe)`` of the GAN filter with the fitted margin."""
+  """``(aggregator, probe)`` of the GAN filter with the fitted margin (of
+  ``aggregator.threshold_rule``)."""
   hp = dict(per_class=int(config.aggregator.validation_per_class),
-            rule="global", threshold=float(config.aggregator.threshold),
+            rule=config.aggregator.threshold_rule,
+            threshold=float(config.aggregator.threshold),
             margin=float(margin))
   return (defenses_lib.gan_filter(
       model.apply, params, generator, **hp,
@@ -699,8 +744,7 @@ def run_conflict(config: ml_collections.ConfigDict, workdir: str, *,
   for spec, c in calibration.items():
     markdown += (
         f"\n`{spec}`: warm-up {c['warmup_rounds']} rounds (records only); "
-        f"margin {c['margin']:.3f} of the `global` rule fitted to <= "
-        f"{c['max_false_positives']:.0%} honest exclusions after the warm-up "
+        f"{describe_calibration(c)}, fitted "
         f"on {int(config.num_clients)} simulated honest IID clients drawn "
         f"from the validation split of the shared sample ("
         f"{c['validation_split']:g} of it held out from the generator, "
@@ -985,6 +1029,7 @@ def report(result: ConflictResult) -> str:
 
 __all__ = ["ConflictResult", "Grid", "PARTITION_LABELS", "SUMMARY_FIELDS",
            "build_adversary", "calibrate_gan_filter", "calibrated_filter",
+           "describe_calibration",
            "calibration_clients", "claims",
            "cell_config", "cell_rows", "exclusion_table", "gan_report",
            "headline", "heatmaps", "markdown_table", "names", "parse_spec",

@@ -187,3 +187,78 @@ def test_calibrate_margin_bounds_the_honest_false_positives():
     defenses.calibrate_margin(gaps, honest, warmup_rounds=30)
   with pytest.raises(ValueError, match="max_false_positives"):
     defenses.calibrate_margin(gaps, honest, max_false_positives=1.0)
+
+
+def test_robust_z_is_the_median_and_lower_quartile_of_the_valid_rows():
+  s = np.array([0.9, 0.8, 0.85, 0.1, 0.0, 0.82], np.float32)
+  valid = np.array([True, True, True, True, False, True])
+  z = np.asarray(defenses.robust_z(jnp.asarray(s), jnp.asarray(valid), 0.005))
+  v = s[valid]
+  med = np.median(v)
+  scale = (med - np.quantile(v, 0.25)) / 0.6744897501960817
+  np.testing.assert_allclose(z[valid], (med - v) / scale, rtol=1e-5)
+  # Ties: the scale is floored at the resolution, equal scores are kept.
+  tied = jnp.asarray([0.5, 0.5, 0.5, 0.5, 0.49])
+  np.testing.assert_allclose(defenses.robust_z(tied, jnp.ones(5, bool), 0.005),
+                             [0, 0, 0, 0, 2.0], atol=1e-4)
+  assert _rule("robust", tied, margin=1.0, resolution=0.005).tolist() == [
+      True, True, True, True, False]
+
+
+def _robust_kept(scores, k):
+  scores = jnp.asarray(scores, jnp.float32)
+  accept = jax.jit(jax.vmap(lambda s: defenses.accept_by_rule(
+      s, jnp.ones(s.shape[0], bool), "robust", margin=k, resolution=0.005)))
+  return np.asarray(accept(scores))
+
+
+@pytest.mark.parametrize("honest_dist", ["normal", "student_t3"])
+def test_robust_rule_with_cantellis_k_keeps_the_honest_cluster(honest_dist):
+  """200 rounds of 16 honest scores (normal, or heavy-tailed Student t with 3
+  degrees of freedom): Cantelli's k excludes at most 5% of them; the
+  normal-theory k = 1.645 excludes more than 5% (the quartiles of 16 scores
+  are noisy, and t3 has heavy tails)."""
+  rng = np.random.default_rng(0)
+  noise = (rng.standard_normal((200, 16)) if honest_dist == "normal"
+           else rng.standard_t(3, (200, 16)))
+  honest = 0.8 + 0.02 * noise
+  k = defenses.cantelli_k(0.05)
+  assert k == pytest.approx(4.3589, abs=1e-4)
+  assert np.mean(~_robust_kept(honest, k)) <= 0.05
+  assert np.mean(~_robust_kept(honest, 1.645)) > 0.05
+
+
+def test_robust_rule_excludes_planted_outliers():
+  """16 honest normal scores and 4 planted low ones per round: every planted
+  row is excluded, at most 5% of the honest ones."""
+  rng = np.random.default_rng(0)
+  honest = 0.8 + 0.02 * rng.standard_normal((200, 16))
+  outliers = rng.uniform(0.1, 0.4, (200, 4))
+  kept = _robust_kept(np.concatenate([outliers, honest], 1),
+                      defenses.cantelli_k(0.05))
+  assert not kept[:, :4].any()
+  assert np.mean(~kept[:, 4:]) <= 0.05
+
+
+def test_calibrate_robust_k_takes_the_larger_of_the_fit_and_cantelli():
+  rng = np.random.default_rng(1)
+  gaps = 0.1 + 0.02 * rng.standard_normal((40, 20))
+  gaps[:5] = 3.0                                 # warm-up: ignored
+  honest = np.ones(20, bool)
+  fit = defenses.calibrate_robust_k(gaps, honest, warmup_rounds=5,
+                                    max_false_positives=0.05,
+                                    resolution=0.005)
+  assert fit["bound_k"] == pytest.approx(defenses.cantelli_k(0.05))
+  assert fit["validation_k"] < fit["bound_k"] == fit["k"]   # normal: bound
+  # Every round, 2 of 20 honest clients far below: the fit exceeds the bound
+  # and keeps all but <= 5% of the decisions.
+  gaps[5:, :2] = 0.9
+  fit = defenses.calibrate_robust_k(gaps, honest, warmup_rounds=5,
+                                    resolution=0.005)
+  assert fit["k"] == fit["validation_k"] > fit["bound_k"]
+  kept = np.stack([np.asarray(defenses.accept_by_rule(
+      jnp.asarray(-g, jnp.float32), jnp.ones(20, bool), "robust",
+      margin=fit["k"], resolution=0.005)) for g in gaps[5:]])
+  assert np.mean(~kept) <= 0.05
+  with pytest.raises(ValueError, match="max_false_positives"):
+    defenses.cantelli_k(0.0)

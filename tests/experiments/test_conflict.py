@@ -110,7 +110,11 @@ def test_seeds_differ_and_are_summarised_with_their_sd(grid_run):
   calibration = result.meta["gan_calibration"]["gan_filter"]
   assert calibration["margin"] >= 0.0
   assert calibration["calibration_false_positives"] <= 0.05 + 1e-9
-  assert "margin" in result.markdown and "warm-up 1 rounds" in result.markdown
+  assert calibration["rule"] == "robust"
+  assert calibration["margin"] == max(calibration["validation_k"],
+                                      calibration["bound_k"])
+  assert "Cantelli bound" in result.markdown
+  assert "warm-up 1 rounds" in result.markdown
 
 
 def test_outputs_are_written(grid_run):
@@ -165,6 +169,7 @@ def test_names_accept_flags_and_tuples():
     ({"grid.adversaries": ("alie:zz=1",)}, "'zz' is not a field"),
     ({"grid.seeds": (1, 1)}, "grid.seeds"),
     ({"aggregator.validation_split": 0.0}, "aggregator.validation_split > 0"),
+    ({"aggregator.threshold_rule": "median"}, "aggregator.threshold_rule in"),
 ])
 def test_validate_names_the_field(overrides, field):
   with pytest.raises(ValueError, match=field):
