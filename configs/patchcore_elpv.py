@@ -48,6 +48,7 @@ def get_config():
   config.backbone.layers = ("stage3", "stage5")
   config.backbone.embed_dim = 256
   config.backbone.target_dim = 256
+  config.backbone.neighbourhood = 3  # local averaging window of patch features (paper: 3)
   config.backbone.batch_size = 16
 
   config.coreset = ml_collections.ConfigDict()
@@ -58,6 +59,7 @@ def get_config():
   config.federated = ml_collections.ConfigDict()
   config.federated.num_clients = 5  # 0 = centralised only
   config.federated.partition = "cell_type"  # "cell_type", "iid" or "dirichlet"
+  config.federated.extra_partitions = ("iid",)  # also run these (results["federated_<name>"])
   config.federated.dirichlet_alpha = 0.5
   config.federated.local_bank_size = 1000
   config.federated.global_bank_size = 2000
@@ -71,12 +73,18 @@ def get_config():
   config.federated.client_scoring_method = "robust_zscore"
   config.federated.zscore_threshold = 3.0
   config.federated.exclude_flagged = False
-  config.federated.support_threshold = 4.0  # supported_coreset: robust z of a patch's support
+  config.federated.support_threshold = 3.0  # supported_coreset: robust z of a client's unsupported share
+  config.federated.support_ratio = 1.5  # unsupported: support distance > ratio x own lower quartile
   config.federated.poison_fraction = 0.5  # defect_injection: share of the Byzantine bank replaced
   config.federated.defect_pool_size = 400  # real defective cells outside the test set
 
   config.synthetic = ml_collections.ConfigDict()
   config.synthetic.num_images = 200  # held-out functional cells that get synthetic defects
   config.synthetic.defect_fraction = 0.5
+  # --ablation: centralised bank only, one row per entry (";"-separated overrides).
+  config.ablation = ("", "federated.global_bank_size=6000", "reweight_neighbors=3",
+                     "data.max_train=0", "data.max_train=0; federated.global_bank_size=6000",
+                     "data.image_size=300", "backbone.layers=('stage3', 'stage4')",
+                     "backbone.neighbourhood=5", "data.image_size=128")
   config.lock()
   return config
