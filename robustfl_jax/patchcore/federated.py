@@ -45,7 +45,11 @@ Strategies, with what each guarantees and what it costs:
   The budget is the Multi-Krum assumption (Blanchard et al. 2017): at most
   `num_byzantine` clients are malicious, and once the norm scores flagged
   that many, nobody more is excluded -- the honest peer of an excluded
-  client loses its only support, and its share is then large.
+  client loses its only support, and its share is then large. Measured on
+  ELPV (configs/patchcore_elpv.py, 1 of 5 clients malicious): split by cell
+  type 0.787 clean, 0.793 under each of scaling, noise, sign flip, ALIE and
+  both defect injections (undefended: 0.737 under defect_injection); IID
+  0.804 clean, 0.782 under each attack (the four honest clients' bank).
 
 Non-finite patches are an attack, not an accident: every strategy ignores
 them (the two coordinate-wise rules drop the whole client, the others drop
