@@ -8,15 +8,16 @@ Differences from configs/patchcore_elpv.py, chosen from the ablation
 (docs/results/patchcore.md, ``--ablation``): every functional cell not held
 out for testing trains (1,208 instead of 500) and the bank holds 6,000
 patches (1.2% of 483,200) instead of 2,000. Resolution stays at 160 px:
-larger images scored lower with this backbone (224 px: 0.778, 300 px: see
-the ablation). Measured on the CPU config's test set (300 functional, 300
-defective cells): centralised image AUROC 0.819 (0.909 on p = 1 defects),
-recall at 5% FPR 0.493, with a 355 s greedy coreset selection on the
-2-core CPU (scratch run of the same code; the ablation row
-``data.max_train=0; federated.global_bank_size=6000`` is the command's
-measurement). Here the test set keeps 700 of the 1,116 defective cells (the
-other 416 are the pool of the defect_injection attacker), and there are 10
-clients, two of them malicious.
+other sizes scored lower with this backbone (300 px: 0.792, 128 px: 0.788;
+224 px: 0.778 in a scratch run). Measured by the ablation row
+``data.max_train=0; federated.global_bank_size=6000`` on the CPU config's
+test set (300 functional, 300 defective cells): centralised image AUROC
+0.819 (0.909 on p = 1 defects), recall at 5% FPR 0.493 (246 s on the
+2-core CPU for the coreset and scoring, features shared with the row
+above). Not combined yet: ``backbone.neighbourhood=5`` (0.813 alone on the
+CPU config, against 0.801). Here the test set keeps 700 of the 1,116
+defective cells (the other 416 are the pool of the defect_injection
+attacker), and there are 10 clients, two of them malicious.
 
 Headline: no federated figure recorded in this repository yet;
 ``--publish`` writes docs/results/patchcore_elpv_full.md and the README
