@@ -71,20 +71,23 @@ def load_data(config):
   raise ValueError(f"unknown data.name {data.name!r}; use 'elpv', 'mvtec' or 'autovi'")
 
 
-def partition_clients(groups: np.ndarray, config) -> list[np.ndarray]:
-  """Client index arrays over the training images (``config.federated.partition``).
+def partition_clients(groups: np.ndarray, config,
+                      partition: Optional[str] = None) -> list[np.ndarray]:
+  """Client index arrays over the training images (``partition``, default
+  ``config.federated.partition``).
 
   Raises:
     ValueError: an unknown partition.
   """
   fed = config.federated
-  if fed.partition == "cell_type":
+  partition = partition or fed.partition
+  if partition == "cell_type":
     return elpv.partition_by_cell_type(groups, fed.num_clients, seed=config.seed)
-  if fed.partition == "iid":
+  if partition == "iid":
     return iid(groups, fed.num_clients, seed=config.seed)
-  if fed.partition == "dirichlet":
+  if partition == "dirichlet":
     return dirichlet(groups, fed.num_clients, fed.dirichlet_alpha, seed=config.seed)
-  raise ValueError(f"unknown partition {fed.partition!r}; use 'cell_type', 'iid' or 'dirichlet'")
+  raise ValueError(f"unknown partition {partition!r}; use 'cell_type', 'iid' or 'dirichlet'")
 
 
 def robustness(config, strategy: str) -> federated.RobustnessConfig:
@@ -93,7 +96,8 @@ def robustness(config, strategy: str) -> federated.RobustnessConfig:
   return evaluation.strategy_robustness(
     strategy, num_byzantine=int(fed.num_byzantine), trim_fraction=fed.trim_fraction,
     client_scoring_method=fed.client_scoring_method, zscore_threshold=fed.zscore_threshold,
-    exclude_flagged=fed.exclude_flagged, support_threshold=fed.support_threshold)
+    exclude_flagged=fed.exclude_flagged, support_threshold=fed.support_threshold,
+    support_ratio=fed.support_ratio)
 
 
 # Bank-poisoning attacks of this experiment (`robustfl_jax.patchcore.poisoning`):
@@ -209,50 +213,68 @@ _BYZANTINE_ROWS_NOTE = (
   "so the AUROC loss is the cost of the lost coverage.")
 
 
+def _federated_sections(results: dict) -> list[tuple[str, dict]]:
+  """``(partition, {strategy: {attack: results}})`` of a run, the config's partition first."""
+  config = results.get("config", {}).get("federated", {})
+  sections = []
+  if "federated" in results:
+    sections.append((config.get("partition", "config"), results["federated"]))
+  sections += [(key[len("federated_"):], value) for key, value in results.items()
+               if key.startswith("federated_")]
+  return sections
+
+
+def _change_table(by_strategy: dict, metric: str) -> str:
+  attacks = [a for a in next(iter(by_strategy.values())) if a != "clean"]
+  rows = [[strategy] + [f"{by_attack[a][metric] - by_attack['clean'][metric]:+.3f}"
+                        for a in attacks] for strategy, by_attack in by_strategy.items()]
+  return reporting.markdown_table(["strategy"] + attacks, rows)
+
+
 def markdown(results: dict) -> str:
   """The ``results.md`` report of a :func:`run`'s results."""
   central = results["centralized"]
   keys = [k for k in _METRIC_HEADERS if k in central]
+  header = ("setting", "bank size", "bank rows from the Byzantine client", "clients flagged")
+  header += tuple(_METRIC_HEADERS[k] for k in keys)
   rows = [("centralised", central["bank_size"], "-", "-")
           + tuple(f"{central[k]:.3f}" for k in keys)]
-  for strategy, by_attack in results.get("federated", {}).items():
-    for attack, res in by_attack.items():
-      rows.append((f"{strategy} / {attack}", res["bank_size"], res["bank_rows_from_byzantine"],
-                   res["num_flagged"]) + tuple(f"{res[k]:.3f}" for k in keys))
-  header = ("setting", "bank size", "bank rows from the Byzantine client", "clients flagged")
-  lines = ["# PatchCore results", "",
-           reporting.markdown_table(header + tuple(_METRIC_HEADERS[k] for k in keys), rows),
-           "", _BYZANTINE_ROWS_NOTE]
+  lines = ["# PatchCore results", "", reporting.markdown_table(header, rows)]
   if "synthetic" in results:
     syn = results["synthetic"]
     lines += ["", "Synthetic defects (centralised bank): "
               f"image AUROC {syn['image_auroc']:.3f}, pixel AUROC {syn['pixel_auroc']:.3f}, "
               f"AUPRO@0.3 {syn['aupro']:.3f}."]
-  if "federated" in results:
-    attacks = [a for a in next(iter(results["federated"].values())) if a != "clean"]
-    rows = []
-    for strategy, by_attack in results["federated"].items():
-      clean = by_attack["clean"]["image_auroc"]
-      rows.append([strategy] + [f"{by_attack[a]['image_auroc'] - clean:+.3f}" for a in attacks])
-    lines += ["", "Change of image AUROC under attack, relative to the same strategy clean:", "",
-              reporting.markdown_table(["strategy"] + attacks, rows)]
-    rows = []
-    for strategy, by_attack in results["federated"].items():
-      clean = by_attack["clean"]["recall_at_5fpr"]
-      rows.append([strategy] + [f"{by_attack[a]['recall_at_5fpr'] - clean:+.3f}"
-                                for a in attacks])
-    lines += ["", "Change of recall at the threshold that flags 5% of the good cells "
+  for partition, by_strategy in _federated_sections(results):
+    rows = [(f"{strategy} / {attack}", res["bank_size"], res["bank_rows_from_byzantine"],
+             res["num_flagged"]) + tuple(f"{res[k]:.3f}" for k in keys)
+            for strategy, by_attack in by_strategy.items() for attack, res in by_attack.items()]
+    lines += ["", f"## Federated, clients split by `{partition}`", "",
+              reporting.markdown_table(header, rows), "",
+              "Change of image AUROC under attack, relative to the same strategy clean:", "",
+              _change_table(by_strategy, "image_auroc"), "",
+              "Change of recall at the threshold that flags 5% of the good cells "
               "(set per bank on the test set's good cells), relative to the same strategy clean:",
-              "", reporting.markdown_table(["strategy"] + attacks, rows)]
+              "", _change_table(by_strategy, "recall_at_5fpr")]
+  if len(lines) > 3:
+    lines += ["", _BYZANTINE_ROWS_NOTE]
   return "\n".join(lines) + "\n"
 
 
 def headline(results: dict) -> str:
-  """One short figure for the README: the centralised image AUROC."""
+  """Short figures for the README: the centralised image AUROC and, when run,
+  ``defect_injection``'s effect on ``federated_coreset`` and ``supported_coreset``."""
   central = results["centralized"]
   text = f"centralised image AUROC {central['image_auroc']:.3f}"
   if "image_auroc_p1" in central:
     text += f" ({central['image_auroc_p1']:.3f} on p=1 defects)"
+  for partition, by_strategy in _federated_sections(results):
+    shown = [f"{s} {by_strategy[s]['clean']['image_auroc']:.3f} -> "
+             f"{by_strategy[s]['defect_injection']['image_auroc']:.3f}"
+             for s in ("federated_coreset", "supported_coreset")
+             if "defect_injection" in by_strategy.get(s, {})]
+    if shown:
+      text += f"; {partition}, clean -> defect_injection: " + ", ".join(shown)
   return text
 
 
@@ -263,7 +285,8 @@ def _patch_features(config, data, log, start):
   if bb.name == "wide_resnet50_2":
     variables = wide_resnet.load_torchvision_weights(bb.weights)
   fn, variables, stride = features.make_patch_feature_fn(
-    bb.name, tuple(bb.layers) or None, bb.embed_dim, bb.target_dim, variables)
+    bb.name, tuple(bb.layers) or None, bb.embed_dim, bb.target_dim, variables,
+    neighbourhood=bb.neighbourhood)
   train_feats = features.extract_patch_features(fn, variables, data.train_images, bb.batch_size,
                                                 progress="train features")
   test_feats = features.extract_patch_features(fn, variables, data.test_images, bb.batch_size,
@@ -293,12 +316,18 @@ def _centralized(config, key, train_feats, test_feats, data, log):
 
 
 def _federated(config, key, train_feats, test_feats, data, log, fn=None, variables=None,
-               workdir=None):
-  """``{strategy: {"clean" or attack: results}}`` of the federated banks."""
+               workdir=None, partition=None, pool_cache=None):
+  """``{strategy: {"clean" or attack: results}}`` of the federated banks.
+
+  ``partition`` overrides the config's; ``pool_cache`` (a dict) keeps the
+  features of the real defect pool between partitions.
+  """
   fed, cs = config.federated, config.coreset
   dim = train_feats.shape[-1]
-  parts = partition_clients(data.train_groups, config)
-  log(f"{len(parts)} clients, images per client {[len(p) for p in parts]}")
+  parts = partition_clients(data.train_groups, config, partition)
+  pool_cache = {} if pool_cache is None else pool_cache
+  log(f"{partition or fed.partition}: {len(parts)} clients, images per client "
+      f"{[len(p) for p in parts]}")
   coresets = federated.local_coresets(jax.random.fold_in(key, 2),
                                       [train_feats[p].reshape(-1, dim) for p in parts],
                                       fed.local_bank_size, cs.projection_dim or None,
@@ -307,10 +336,16 @@ def _federated(config, key, train_feats, test_feats, data, log, fn=None, variabl
   byzantine[list(fed.byzantine_clients)] = True
   attacks = ("clean",) + tuple(fed.attacks)
   byzantine_images = data.train_images[np.concatenate([parts[i] for i in np.flatnonzero(byzantine)])]
+
+  def defects(attack):
+    if attack == "defect_injection" and attack in pool_cache:  # the pool does not depend on
+      return pool_cache[attack]                                 # the partition
+    pool_cache[attack] = defect_features(config, attack, fn, variables, data, byzantine_images)
+    return pool_cache[attack]
+
   submissions = {a: submitted_coresets(
     config, jax.random.fold_in(key, 100 + a_i), coresets, byzantine, a,
-    defect_features(config, a, fn, variables, data, byzantine_images)
-    if a in DEFECT_ATTACKS else None) for a_i, a in enumerate(attacks)}
+    defects(a) if a in DEFECT_ATTACKS else None) for a_i, a in enumerate(attacks)}
   out: dict[str, dict[str, Any]] = {}
   pca_banks = {}
   for strategy in fed.strategies:
@@ -328,19 +363,18 @@ def _federated(config, key, train_feats, test_feats, data, log, fn=None, variabl
                                         reweight_neighbors=config.reweight_neighbors)
       res["bank_rows_from_byzantine"] = evaluation.rows_in_bank(
         bank, np.asarray(submitted)[byzantine])
-      if info["patches_kept"] is not None:
-        res["patches_dropped"] = int(np.asarray(info["patches_kept"]).size
-                                     - np.asarray(info["patches_kept"]).sum())
+      if info["support_z"] is not None:
+        res["support_z"] = np.round(np.asarray(info["support_z"]), 2).tolist()
       res.update(bank_size=int(bank.shape[0]), num_flagged=info["num_flagged"],
                  kept=np.asarray(info["kept"]).astype(int).tolist(),
                  seconds=round(time.time() - t, 1))
       if info["client_scores"] is not None:
         res["client_scores"] = np.round(np.asarray(info["client_scores"].scores), 3).tolist()
       out[strategy][attack] = res
-      log(f"federated {strategy:18s} {attack:15s} image AUROC {res['image_auroc']:.3f}"
+      log(f"federated {partition or fed.partition} {strategy:18s} {attack:15s} image AUROC {res['image_auroc']:.3f}"
           + (f" (p=1: {res['image_auroc_p1']:.3f})" if "image_auroc_p1" in res else "")
           + f", bank {res['bank_size']}, flagged {res['num_flagged']} [{res['seconds']}s]")
-  if pca_banks and workdir:
+  if pca_banks and workdir and partition is None:
     submitted = np.asarray(submissions["defect_injection"])
     num = max(1, int(round(fed.poison_fraction * submitted.shape[1])))
     save_bank_pca(os.path.join(workdir, BANK_PCA),
@@ -395,6 +429,89 @@ def _test_maps(config, workdir, test_feats, bank, data):
                            image_scores[real], threshold)
 
 
+ABLATION_MD = "ablation.md"
+
+
+def _variant(config, overrides: str):
+  """A copy of ``config`` with the ``;``-separated ``field=value`` overrides."""
+  from robustfl_jax.experiments.config import apply_overrides
+  variant = config.copy_and_resolve_references()
+  variant.unlock()
+  apply_overrides(variant, [o.strip() for o in overrides.split(";") if o.strip()])
+  return variant
+
+
+def ablation(config, workdir: str, *, log: Callable[[str], None] = print,
+             fresh: bool = False,
+             on_row: Optional[Callable[[list], None]] = None) -> list[dict[str, Any]]:
+  """Centralised PatchCore for each variant of ``config.ablation``: what moves the AUROC.
+
+  Each entry of ``config.ablation`` is ``;``-separated config overrides
+  (``""`` is the config itself), e.g. ``"data.image_size=300"`` or
+  ``"backbone.layers=('stage2', 'stage3')"``. Only the centralised bank is
+  built (no clients, no synthetic defects). Patch features are extracted
+  once per data + backbone setting and shared by the variants that only
+  change the bank or the scoring.
+
+  ``on_row`` is called with the rows so far after each variant (the files
+  are rewritten then too, so a stopped run keeps its finished rows).
+
+  Returns:
+    One row per variant (also written to ``results.json`` and
+    ``ablation.md``): ``variant``, the image metrics, ``train_images``,
+    ``patches``, ``bank_size``, ``seconds`` (features included when they
+    were extracted for it).
+
+  Raises:
+    ValueError: no ``ablation`` field, or an invalid override.
+  """
+  if not config.get("ablation"):
+    raise ValueError("config.ablation is empty: give ';'-separated overrides per variant")
+  workdir_lib.prepare(workdir, config, kind="patchcore_ablation", fresh=fresh, log=log)
+  key = jax.random.key(config.seed)
+  cache: dict[str, Any] = {}
+  rows = []
+  for overrides in config.ablation:
+    t = time.time()
+    variant = _variant(config, overrides)
+    feature_key = json.dumps([variant.data.to_dict(), variant.backbone.to_dict()], sort_keys=True,
+                             default=str)
+    if feature_key not in cache:
+      cache.clear()  # one feature set in memory at a time
+      data = load_data(variant)
+      cache[feature_key] = (data,) + _patch_features(variant, data, log, t)[2:]
+    data, train_feats, test_feats = cache[feature_key]
+    _, res = _centralized(variant, key, train_feats, test_feats, data, lambda line: None)
+    row = {"variant": overrides or "(config)", "train_images": int(len(train_feats)),
+           "patches": int(np.prod(train_feats.shape[:3])),
+           **{k: v for k, v in res.items() if k != "seconds"},
+           "seconds": round(time.time() - t, 1)}
+    rows.append(row)
+    log(f"ablation {row['variant']}: image AUROC {row['image_auroc']:.3f} [{row['seconds']}s]")
+    reporting.write_json(os.path.join(workdir, RESULTS_JSON),
+                         {"config": json.loads(config.to_json()), "ablation": rows}, indent=2)
+    reporting.write_text(os.path.join(workdir, ABLATION_MD), ablation_markdown(rows))
+    if on_row is not None:
+      on_row(rows)
+  return rows
+
+
+def ablation_markdown(rows: Sequence[dict[str, Any]]) -> str:
+  """The ablation table of :func:`ablation`'s rows."""
+  keys = [k for k in _METRIC_HEADERS if k in rows[0]]
+  table = reporting.markdown_table(
+    ("variant (overrides of the config)", "train cells", "train patches", "bank size")
+    + tuple(_METRIC_HEADERS[k] for k in keys) + ("seconds",),
+    [(f"`{r['variant']}`", r["train_images"], r["patches"], r["bank_size"])
+     + tuple(f"{r[k]:.3f}" for k in keys) + (r["seconds"],) for r in rows])
+  return "\n".join([
+    "# PatchCore ablation (centralised bank)", "",
+    "Each row changes the config by the overrides shown and builds the centralised bank "
+    "only (same test set: the held-out functional cells and the defective cells of the "
+    "config). Seconds include feature extraction when the row needed new features "
+    "(2-core CPU unless the header says otherwise).", "", table])
+
+
 def run(config, workdir: str, *, log: Callable[[str], None] = print,
         fresh: bool = False) -> dict[str, Any]:
   """Runs the whole experiment of a ``configs/patchcore_*.py`` config.
@@ -429,8 +546,13 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print,
   central_bank, results["centralized"] = _centralized(config, key, train_feats, test_feats,
                                                       data, log)
   if config.federated.num_clients > 0:
+    pool_cache: dict[str, np.ndarray] = {}
     results["federated"] = _federated(config, key, train_feats, test_feats, data, log,
-                                      fn, variables, workdir)
+                                      fn, variables, workdir, pool_cache=pool_cache)
+    for partition in config.federated.get("extra_partitions", ()):
+      results[f"federated_{partition}"] = _federated(
+        config, key, train_feats, test_feats, data, log, fn, variables, workdir, partition,
+        pool_cache)
   if config.synthetic.num_images > 0:
     results["synthetic"] = _synthetic(config, workdir, fn, variables, central_bank, data, log)
   _test_maps(config, workdir, test_feats, central_bank, data)

@@ -24,7 +24,8 @@ from robustfl_jax.patchcore.federated import (CLIENT_METRICS, SCORING_METHODS, S
                                               build_global_bank, coordinatewise_bank,
                                               federated_coreset, local_coresets, num_trim_for,
                                               sample_per_client, score_clients,
-                                              support_distances, support_mask)
+                                              exclude_unsupported, support_distances, support_mask,
+                                              unsupported_share_scores)
 from robustfl_jax.patchcore.poisoning import defect_injection, select_defect_patches
 from robustfl_jax.patchcore.evaluation import (evaluate_bank, image_metrics, rows_in_bank,
                                                strategy_robustness)

@@ -83,7 +83,8 @@ def combine_feature_maps(feature_maps: Sequence[jax.Array], embed_dim: int,
 def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
                           layers: Sequence[str] | None = None,
                           embed_dim: int = 256, target_dim: int = 256,
-                          variables: Any = None) -> tuple[Callable, Any, int]:
+                          variables: Any = None,
+                          neighbourhood: int = 3) -> tuple[Callable, Any, int]:
   """A jitted `fn(variables, images) -> f32[B, h, w, target_dim]` for a backbone.
 
   Args:
@@ -93,6 +94,7 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
       (strides 8 and 16), ("layer2", "layer3") for WideResNet-50-2.
     embed_dim, target_dim: see `combine_feature_maps`.
     variables: backbone variables; loaded from the pip package for EfficientNet.
+    neighbourhood: local averaging window p (3 in the paper; 1 disables it).
 
   Returns:
     (fn, variables, stride): `images` are f32/uint8[B, H, W, 3] in [0, 255];
@@ -115,6 +117,8 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
     strides = net.STAGE_STRIDES
   else:
     raise ValueError(f"unknown backbone {backbone!r}; use 'efficientnet_lite0' or 'wide_resnet50_2'")
+  if not isinstance(neighbourhood, int) or neighbourhood < 1:
+    raise ValueError(f"neighbourhood must be a positive int; got {neighbourhood!r}")
   for layer in layers:
     if layer not in strides:
       raise ValueError(f"unknown layer {layer!r} for {backbone}; choose from {list(strides)}")
@@ -123,7 +127,8 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
   @jax.jit
   def fn(variables, images):
     maps = model.apply(variables, normalize(images), features=layers)
-    return combine_feature_maps([maps[name] for name in layers], embed_dim, target_dim)
+    return combine_feature_maps([maps[name] for name in layers], embed_dim, target_dim,
+                                neighbourhood)
 
   return fn, variables, strides[layers[0]]
 

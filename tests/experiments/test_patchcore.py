@@ -50,6 +50,8 @@ def test_tiny_run_writes_results_and_figures(tiny_run):
   assert saved["federated"]["filtered_coreset"]["scaling"]["kept"][0] == 0  # attacker dropped
   assert saved["federated"]["filtered_coreset"]["scaling"]["bank_rows_from_byzantine"] == 0
   assert (workdir / patchcore.BANK_PCA).exists()
+  assert set(saved["federated_iid"]) == set(STRATEGIES)  # config.federated.extra_partitions
+  assert saved["federated_iid"]["supported_coreset"]["scaling"]["kept"][0] == 0
   syn = saved["synthetic"]
   assert 0.0 <= syn["pixel_auroc"] <= 1.0 and 0.0 <= syn["aupro"] <= 1.0
   assert (workdir / "results.md").read_text() == patchcore.markdown(saved)
@@ -66,8 +68,12 @@ def test_markdown_and_headline_publish(tiny_run, tmp_path):
   assert ("| strategy | scaling | defect_injection | defect_injection_synthetic |\n"
           "|---|---|---|---|\n| federated_coreset | ") in text
   assert "recall at 5% FPR" in text
+  assert "## Federated, clients split by `cell_type`" in text
+  assert "## Federated, clients split by `iid`" in text
   headline = patchcore.headline(results)
   assert headline.startswith("centralised image AUROC 0.") and "on p=1 defects" in headline
+  assert "; iid, clean -> defect_injection: federated_coreset 0." in headline
+  assert "supported_coreset 0." in headline
   readme = tmp_path / "README.md"
   readme.write_text("| patchcore | <!-- result:patchcore_tiny --> old |\n")
   doc = reporting.publish("patchcore_tiny", text, command="python scripts/patchcore.py",
@@ -76,6 +82,22 @@ def test_markdown_and_headline_publish(tiny_run, tmp_path):
   assert "| centralised | 80 |" in open(doc).read()
   assert (tmp_path / "docs" / "patchcore_tiny_anomaly_maps_test.png").exists()
   assert headline in readme.read_text()
+
+
+def test_ablation_writes_one_row_per_variant(tmp_path):
+  pytest.importorskip("elpv_dataset")
+  config = _config(**{"ablation": ("", "federated.global_bank_size=40"),
+                      "federated.num_clients": 0, "synthetic.num_images": 0})
+  published = []
+  rows = patchcore.ablation(config, str(tmp_path), log=lambda line: None,
+                            on_row=lambda r: published.append(len(r)))
+  assert [r["variant"] for r in rows] == ["(config)", "federated.global_bank_size=40"]
+  assert [r["bank_size"] for r in rows] == [80, 40] and published == [1, 2]
+  assert rows[0]["patches"] == rows[1]["patches"] == 25 * 8 * 8  # features shared
+  text = (tmp_path / patchcore.ABLATION_MD).read_text()
+  assert text == patchcore.ablation_markdown(rows) and "`federated.global_bank_size=40`" in text
+  with pytest.raises(ValueError, match="ablation"):
+    patchcore.ablation(_config(**{"ablation": ()}), str(tmp_path / "none"))
 
 
 def test_config_is_locked():
@@ -129,6 +151,7 @@ def test_script_reports_a_user_error(tmp_path):
 
 def test_full_config_extends_the_cpu_config():
   cpu, full = load_config("patchcore_elpv.py"), load_config("patchcore_elpv_full.py")
-  assert (full.data.image_size, full.federated.num_clients) == (320, 10)
+  assert (full.data.max_train, full.federated.global_bank_size) == (0, 6000)
+  assert (full.data.image_size, full.federated.num_clients) == (cpu.data.image_size, 10)
   assert full.federated.byzantine_clients == (0, 5) and full.federated.num_byzantine == 2
   assert full.federated.strategies == cpu.federated.strategies and full.is_locked

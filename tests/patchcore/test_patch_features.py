@@ -46,3 +46,10 @@ def test_efficientnet_patch_features_grid_and_finiteness():
   np.testing.assert_allclose(single[0], feats[0], rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="unknown layer"):
     patchcore.make_patch_feature_fn("efficientnet_lite0", layers=("layer2",))
+  # The neighbourhood is passed through: without averaging, the features change.
+  fn1, _, _ = patchcore.make_patch_feature_fn("efficientnet_lite0", embed_dim=64, target_dim=32,
+                                             variables=variables, neighbourhood=1)
+  assert not np.allclose(patchcore.extract_patch_features(fn1, variables, images[:2], 2),
+                         feats[:2], atol=1e-3)
+  with pytest.raises(ValueError, match="neighbourhood"):
+    patchcore.make_patch_feature_fn("efficientnet_lite0", variables=variables, neighbourhood=0)

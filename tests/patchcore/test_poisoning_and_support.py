@@ -9,6 +9,7 @@ from robustfl_jax.patchcore import RobustnessConfig, metrics
 
 N, M, D = 5, 80, 8
 DEFECT_CENTER = np.full(D, 4.0, np.float32)
+_SHIFT = np.r_[np.full(D // 2, 1.5), np.zeros(D - D // 2)].astype(np.float32)  # a non-IID client
 
 
 def _honest(seed=0, shift=None):
@@ -71,8 +72,7 @@ def test_injected_defects_enter_the_undefended_bank_and_hide_a_defect():
 
 
 def test_support_mask_removes_a_planted_cluster_and_keeps_a_non_iid_client():
-  shift = np.r_[np.full(D // 2, 1.5), np.zeros(D - D // 2)].astype(np.float32)
-  honest = _honest(shift=shift)
+  honest = _honest(shift=_SHIFT)
   poisoned = np.asarray(patchcore.defect_injection(jax.random.key(0), honest, BYZ,
                                                    _defect_images(), 0.25))
   # The non-IID client really is unsupported in absolute terms: far from the others.
@@ -99,13 +99,64 @@ def test_support_mask_edge_cases():
     RobustnessConfig(enabled=True, aggregation_method="supported_coreset", support_threshold=-1.0)
 
 
-def test_supported_coreset_strategy_keeps_the_defects_out_of_the_bank():
-  poisoned = patchcore.defect_injection(jax.random.key(0), _honest(), BYZ, _defect_images(), 0.25)
+# Higher-dimensional banks, closer to real patch features: nearest-neighbour
+# distances concentrate, the planted defects and the non-IID client have honest
+# norms (so only the support can tell them apart).
+_D2 = 32
+_NON_IID = np.r_[np.full(_D2 // 2, 1.5), np.full(_D2 // 2, 0.5)].astype(np.float32)
+_DEFECT2 = np.tile(np.array([1.6, 0.4], np.float32), _D2 // 2)
+
+
+def _banks(fraction, seed=0):
+  """(honest coresets with client 4 non-IID, the same with client 0 poisoned)."""
+  rng = np.random.default_rng(seed)
+  honest = rng.normal(1.0, 0.3, size=(N, M, _D2)).astype(np.float32)
+  honest[4] += _NON_IID - 1.0
+  images = rng.normal(1.0, 0.3, size=(12, 16, _D2)).astype(np.float32)
+  images[:, :4] = _DEFECT2 + rng.normal(0, 0.2, size=(12, 4, _D2))
+  poisoned = patchcore.defect_injection(jax.random.key(0), honest, BYZ,
+                                        images.reshape(12, 4, 4, _D2), fraction)
+  return honest, np.asarray(poisoned)
+
+
+def _on_cluster2(rows):
+  return np.linalg.norm(np.asarray(rows) - _DEFECT2, axis=-1) < 2.0
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_supported_coreset_removes_a_planted_cluster_and_keeps_a_non_iid_client(fraction):
+  honest, poisoned = _banks(fraction)
+  dist = np.asarray(patchcore.support_distances(honest))
+  assert np.median(dist[4]) > 1.5 * np.median(dist[:4])  # client 4 really is far from the rest
+  assert _on_cluster2(patchcore.federated_coreset(jax.random.key(1), poisoned, 100)).any()
   config = patchcore.strategy_robustness("supported_coreset", num_byzantine=1,
-                                         client_scoring_method="robust_zscore")
+                                         client_scoring_method="none")
   bank, info = patchcore.build_global_bank(jax.random.key(1), poisoned, 100, config)
-  assert bank.shape == (100, D) and not _on_cluster(bank).any()
-  assert info["patches_kept"].shape == (N, M) and not info["patches_kept"][0, 60:].any()
+  assert bank.shape == (100, _D2) and not _on_cluster2(bank).any()
+  np.testing.assert_array_equal(np.asarray(info["kept"]), ~BYZ)  # the non-IID client 4 kept
+  assert info["num_flagged"] == 1 and info["support_z"][0] > 3.0
+  _, clean_info = patchcore.build_global_bank(jax.random.key(1), honest, 100, config)
+  assert np.asarray(clean_info["kept"]).all()  # no honest client excluded
+
+
+def test_exclude_unsupported_respects_the_byzantine_budget():
+  _, poisoned = _banks(0.5)
+  kept, _ = patchcore.exclude_unsupported(poisoned, np.ones(N, bool), num_byzantine=1)
+  np.testing.assert_array_equal(kept, ~BYZ)
+  # Budget spent on a client dropped before (here client 1): nobody more is excluded.
+  before = np.array([True, False, True, True, True])
+  kept, _ = patchcore.exclude_unsupported(poisoned, before, num_byzantine=1)
+  np.testing.assert_array_equal(kept, before)
+  kept, _ = patchcore.exclude_unsupported(poisoned, np.ones(N, bool), num_byzantine=0)
+  assert kept.all()
+  share, z = patchcore.unsupported_share_scores(poisoned, kept=np.array([1, 1, 0, 0, 0], bool))
+  assert (z[:2] == 0).all() and np.isneginf(z[2:]).all()  # under 3 clients: no judgement
+  with pytest.raises(ValueError, match="ratio"):
+    patchcore.unsupported_share_scores(poisoned, ratio=1.0)
+  with pytest.raises(ValueError, match="threshold"):
+    patchcore.exclude_unsupported(poisoned, kept, 1, threshold=0.0)
+  with pytest.raises(ValueError, match="support_ratio"):
+    RobustnessConfig(enabled=True, aggregation_method="supported_coreset", support_ratio=0.5)
 
 
 def test_recall_at_fpr_threshold():
