@@ -29,7 +29,8 @@ from jax import lax
 
 from robustfl_jax.aggregators import base, columns
 from robustfl_jax.aggregators._registry import register_rule
-from robustfl_jax.aggregators._order_statistics import order_statistics, resolve_method
+from robustfl_jax.aggregators._order_statistics import (
+    callback_trimmed_sum, order_statistics, resolve_method)
 
 Array = jax.Array
 
@@ -279,14 +280,27 @@ def _trimmed_mean_from_valid(updates, valid, num_trim, method="auto"):
                              (n - 1 - num_trim,), method)
     return low, high
 
-  def trimmed(_):
+  def clipped_total():
     # One network serves both bounds when no row is excluded (the common
     # case); the cond also materialises them, as the row sums need.
     low, high = lax.cond(jnp.all(valid), bounds_all_valid, bounds_some_excluded, None)
     low, high = low.astype(dtype), high.astype(dtype)
     total = _sum_rows(updates, valid, lambda x: jnp.clip(x.astype(dtype), low, high), method)
+    return total - num_trim * (low + high)
+
+  def host_total():
+    # The callback sorts each block of columns anyway: the trimmed sum comes
+    # off the sorted block (256 x 1e5: 40 ms for the bounds, 27 ms more for
+    # the clipped sum in XLA, measured).
+    return callback_trimmed_sum(updates.astype(dtype), num_trim)[2]
+
+  def trimmed(_):
+    if resolve_method(method, n) == "callback":
+      total = lax.cond(jnp.all(valid), host_total, clipped_total)
+    else:
+      total = clipped_total()
     kept = jnp.maximum(k - 2 * num_trim, 1).astype(dtype)
-    return ((total - num_trim * (low + high)) / kept).astype(updates.dtype)
+    return (total / kept).astype(updates.dtype)
 
   def median(_):
     # Fewer than 2t+1 valid rows: trimming as much as possible is the median.

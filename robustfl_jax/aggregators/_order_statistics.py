@@ -117,8 +117,13 @@ def _pool() -> futures.ThreadPoolExecutor:
 
 
 def numpy_order_statistics(values: np.ndarray, ranks: Sequence[int],
-                           out: Optional[np.ndarray] = None) -> np.ndarray:
+                           out: Optional[np.ndarray] = None,
+                           middle: Optional[tuple[int, int]] = None) -> np.ndarray:
   """``[len(ranks), *rest]`` order statistics of ``values`` along axis 0 in NumPy.
+
+  With ``middle = (a, b)`` one more row follows the statistics: the sum of
+  the order statistics of ranks ``a .. b - 1`` (a trimmed sum), taken from
+  the same sorted block.
 
   Per block of columns: a transposed, contiguous copy sorted along its rows
   by ``np.sort``, whose SIMD quicksort (x86-simd-sort in NumPy 2) beats
@@ -132,9 +137,10 @@ def numpy_order_statistics(values: np.ndarray, ranks: Sequence[int],
   n, rest = values.shape[0], values.shape[1:]
   flat = values.reshape(n, -1)
   cols = flat.shape[1]
+  num_out = len(ranks) + (middle is not None)
   if out is None:
-    out = np.empty((len(ranks),) + rest, values.dtype)
-  flat_out = np.reshape(out, (len(ranks), cols), copy=False)  # a view: writes land
+    out = np.empty((num_out,) + rest, values.dtype)
+  flat_out = np.reshape(out, (num_out, cols), copy=False)  # a view: writes land
   pick = list(ranks)
   block = max(1, _CALLBACK_BLOCK_ELEMENTS // max(n, 1))
 
@@ -142,7 +148,9 @@ def numpy_order_statistics(values: np.ndarray, ranks: Sequence[int],
     hi = min(lo + block, cols)
     rows = np.ascontiguousarray(flat[:, lo:hi].T)
     rows.sort(axis=1)
-    flat_out[:, lo:hi] = rows[:, pick].T
+    flat_out[:len(pick), lo:hi] = rows[:, pick].T
+    if middle is not None:
+      np.sum(rows[:, middle[0]:middle[1]], axis=1, out=flat_out[-1, lo:hi])
 
   starts = range(0, cols, block)
   if len(starts) == 1:
@@ -152,7 +160,8 @@ def numpy_order_statistics(values: np.ndarray, ranks: Sequence[int],
   return out
 
 
-def _callback_host(ctx, out, values, *, ranks: tuple[int, ...], core_ndim: int) -> None:
+def _callback_host(ctx, out, values, *, ranks: tuple[int, ...], core_ndim: int,
+                   middle: Optional[tuple[int, int]] = None) -> None:
   """The host side, on XLA's buffers; ``values`` may carry ``vmap`` batch axes."""
   del ctx
   values, out = np.asarray(values), np.asarray(out)
@@ -160,7 +169,7 @@ def _callback_host(ctx, out, values, *, ranks: tuple[int, ...], core_ndim: int) 
   core = values.reshape((-1,) + values.shape[len(batch):])
   core_out = np.reshape(out, (-1,) + out.shape[len(batch):], copy=False)
   for v, o in zip(core, core_out):
-    numpy_order_statistics(v, ranks, out=o)
+    numpy_order_statistics(v, ranks, out=o, middle=middle)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -179,6 +188,49 @@ def _callback_jvp(ranks, primals, tangents):
   # valid derivative of an order statistic (ties: a subgradient, as sort).
   index = jnp.argmax(values[None] == stats[:, None], axis=1)
   return stats, jnp.take_along_axis(tangent[None], index[:, None], axis=1)[:, 0]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def callback_trimmed_sum(values: Array, num_trim: int) -> tuple[Array, Array, Array]:
+  """``(low, high, total)`` per coordinate by one NumPy callback.
+
+  ``low`` / ``high`` are the order statistics of ranks ``t`` and
+  ``n - 1 - t`` (``t = num_trim``) along axis 0, ``total`` the sum of the
+  order statistics of ranks ``t .. n - 1 - t``, read off the same sorted
+  block (:func:`numpy_order_statistics` with ``middle``). Ties do not
+  matter to the sum: it equals ``sum_i clip(x_i, low, high) - t (low +
+  high)``, the formula the network and sort methods use, whose derivative
+  is this function's JVP. On the host the sum is NumPy's pairwise float
+  summation, so it may differ from theirs in the last bits.
+
+  Args:
+    values: ``[n, ...]`` without NaN (+-inf allowed), ``2 t < n``.
+    num_trim: static ``t >= 0``.
+  """
+  n = values.shape[0]
+  ranks = (num_trim, n - 1 - num_trim)
+  shape = jax.ShapeDtypeStruct((3,) + values.shape[1:], values.dtype)
+  host = functools.partial(_callback_host, ranks=ranks, core_ndim=values.ndim,
+                           middle=(num_trim, n - num_trim))
+  out = buffer_callback.buffer_callback(host, shape, vmap_method="expand_dims")(values)
+  return out[0], out[1], out[2]
+
+
+@callback_trimmed_sum.defjvp
+def _callback_trimmed_sum_jvp(num_trim, primals, tangents):
+  values, = primals
+  tangent, = tangents
+  low, high, total = callback_trimmed_sum(values, num_trim)
+  n = values.shape[0]
+  _, (d_low, d_high) = jax.jvp(
+      lambda v: tuple(_callback_order_statistics(v, (num_trim, n - 1 - num_trim))),
+      (values,), (tangent,))
+
+  def clipped(v, lo, hi):
+    return jnp.sum(jnp.clip(v, lo, hi), axis=0) - num_trim * (lo + hi)
+
+  _, d_total = jax.jvp(clipped, (values, low, high), (tangent, d_low, d_high))
+  return (low, high, total), (d_low, d_high, d_total)
 
 
 def resolve_method(method: str, num_rows: int) -> str:
