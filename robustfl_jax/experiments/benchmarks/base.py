@@ -24,12 +24,14 @@ def resolve_settings(defaults: Mapping[str, Any], quick_settings: Mapping[str, A
   return resolved
 
 
-def best_time(fn: Callable[[], Any], repeats: int, block: bool = False
-              ) -> tuple[float, Any]:
+def best_time(fn: Callable[[], Any], repeats: int, block: bool = False,
+              budget_s: Optional[float] = None) -> tuple[float, Any]:
   """Best wall-clock seconds of ``repeats`` calls of ``fn``, and its output.
 
   The minimum, as ``timeit`` reports, because a shared CPU only adds noise
-  upwards. With ``block``, the time includes waiting for JAX's result.
+  upwards. With ``block``, the time includes waiting for JAX's result. With
+  ``budget_s``, no further call starts once the calls so far took that long
+  (at least one call runs).
   """
   times, out = [], None
   for _ in range(repeats):
@@ -38,4 +40,6 @@ def best_time(fn: Callable[[], Any], repeats: int, block: bool = False
     if block:
       jax.block_until_ready(out)
     times.append(time.perf_counter() - start)
+    if budget_s is not None and sum(times) >= budget_s:
+      break
   return min(times), out
