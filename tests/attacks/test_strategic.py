@@ -87,10 +87,18 @@ def test_differentiable_order_statistics_gradient_is_the_rank_indicator(rule, lo
 
 def test_differentiable_geometric_median_matches_the_library():
   updates, _ = _example(3)
+  x = np.asarray(updates, np.float64)
+  z = x.mean(0)
+  for _ in range(2000):  # Weiszfeld in float64: the reference optimum
+    w = 1 / np.maximum(1e-5, np.linalg.norm(x - z, axis=1))
+    z = (w / w.sum()) @ x
   ours = agg.differentiable_rule("geometric_median", max_iter=200)(updates)
-  np.testing.assert_allclose(ours, agg.geometric_median(updates, ftol=1e-10, max_iter=500,
-                                                       init="mean"),
-                             atol=1e-4)
+  np.testing.assert_allclose(ours, z, atol=1e-5)
+  # The library stops when the float32 objective stops changing; near the
+  # optimum the objective is flat (a step of 3e-4 changes it by under one
+  # ulp), so its point is resolved to about sqrt(eps) of the scale.
+  np.testing.assert_allclose(agg.geometric_median(updates, ftol=1e-10, max_iter=500,
+                                                  init="mean"), z, atol=1e-3)
   with pytest.raises(ValueError, match="no differentiable form of rule"):
     agg.differentiable_rule("fltrust")
 
