@@ -184,10 +184,14 @@ def _callback_jvp(ranks, primals, tangents):
   values, = primals
   tangent, = tangents
   stats = _callback_order_statistics(values, ranks)
-  # The tangent of the (first) input element equal to each statistic: a
-  # valid derivative of an order statistic (ties: a subgradient, as sort).
+  return stats, _statistic_tangents(values, tangent, stats)
+
+
+def _statistic_tangents(values: Array, tangent: Array, stats: Array) -> Array:
+  """The tangent of the (first) input element equal to each statistic: a
+  valid derivative of an order statistic (ties: a subgradient, as sort)."""
   index = jnp.argmax(values[None] == stats[:, None], axis=1)
-  return stats, jnp.take_along_axis(tangent[None], index[:, None], axis=1)[:, 0]
+  return jnp.take_along_axis(tangent[None], index[:, None], axis=1)[:, 0]
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -221,10 +225,7 @@ def _callback_trimmed_sum_jvp(num_trim, primals, tangents):
   values, = primals
   tangent, = tangents
   low, high, total = callback_trimmed_sum(values, num_trim)
-  n = values.shape[0]
-  _, (d_low, d_high) = jax.jvp(
-      lambda v: tuple(_callback_order_statistics(v, (num_trim, n - 1 - num_trim))),
-      (values,), (tangent,))
+  d_low, d_high = _statistic_tangents(values, tangent, jnp.stack([low, high]))
 
   def clipped(v, lo, hi):
     return jnp.sum(jnp.clip(v, lo, hi), axis=0) - num_trim * (lo + hi)

@@ -85,6 +85,13 @@ _MEANAD_TO_STD = 1.2533
 _MIN_SPREAD = 1e-10
 
 
+def _median_and_spread(values: np.ndarray, axis=None, keepdims: bool = False):
+  """Median and ``1.4826 * MAD`` (a standard deviation for normal data)."""
+  center = np.median(values, axis=axis, keepdims=True)
+  spread = _MAD_TO_STD * np.median(np.abs(values - center), axis=axis, keepdims=keepdims)
+  return (center if keepdims else np.squeeze(center, axis)), spread
+
+
 @dataclasses.dataclass(frozen=True)
 class RobustnessConfig:
   """The seed's robustness settings, validated (only when enabled).
@@ -297,8 +304,7 @@ def support_mask(coresets: jax.Array, kept: Optional[jax.Array] = None,
     return np.repeat(taking_part[:, None], coresets.shape[1], axis=1)
   dist = np.asarray(support_distances(coresets, taking_part, block_size), np.float64)
   with np.errstate(invalid="ignore"):  # rows of clients not taking part are inf
-    center = np.median(dist, axis=1, keepdims=True)
-    spread = _MAD_TO_STD * np.median(np.abs(dist - center), axis=1, keepdims=True)
+    center, spread = _median_and_spread(dist, axis=1, keepdims=True)
     z = np.where(spread > _MIN_SPREAD, (dist - center) / np.maximum(spread, _MIN_SPREAD), 0.0)
   return (z <= threshold) & taking_part[:, None]
 
@@ -350,8 +356,8 @@ def unsupported_share_scores(coresets: jax.Array, kept: Optional[jax.Array] = No
   dist = np.asarray(support_distances(coresets, taking_part, block_size), np.float64)[taking_part]
   quartile = np.quantile(dist, 0.25, axis=1, keepdims=True)
   share[taking_part] = np.mean(dist > ratio * quartile, axis=1)
-  center = np.median(share[taking_part])
-  spread = max(_MAD_TO_STD * np.median(np.abs(share[taking_part] - center)), min_spread)
+  center, spread = _median_and_spread(share[taking_part])
+  spread = max(spread, min_spread)
   z[taking_part] = (share[taking_part] - center) / spread
   return share, z
 
