@@ -59,3 +59,23 @@ def test_corrupt_latest_is_skipped_with_warning(tmp_path):
 
 def test_empty_directory_restores_nothing(tmp_path):
   assert Checkpointer(str(tmp_path)).restore_latest(_state(0, 0.0)) == (None, None)
+
+
+def test_restored_state_is_placed_like_its_target(tmp_path):
+  """Orbax restores committed arrays; an uncommitted (one-device) target's
+  leaves come back uncommitted, so a jitted round does not compile again."""
+  state = _state(1, 0.9)
+  Checkpointer(str(tmp_path)).save(1, state)
+  target = _state(0, 0.9)
+  restored, _ = Checkpointer(str(tmp_path)).restore_latest(target)
+  step = jax.jit(lambda s: jax.tree.map(lambda x: x * 2, s))
+  step(target)
+  step(restored)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  for ref, leaf in zip(jax.tree.leaves(target), jax.tree.leaves(restored)):
+    assert leaf.committed == ref.committed
+  committed = jax.device_put(target, jax.devices()[0])
+  again, _ = Checkpointer(str(tmp_path)).restore_latest(committed)
+  assert all(leaf.committed for leaf in jax.tree.leaves(again))
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(a, b)

@@ -125,15 +125,17 @@ def runs(tmp_path_factory):
   return out
 
 
-def test_runs_used_the_devices_asked_for(runs):
+def test_two_processes_train_like_one_and_only_process_zero_writes(runs):
+  """One test over the shared runs: with worksteal, tests of one module can
+  land on both xdist workers, each then repeating the ~100 s fixture."""
+  # The devices asked for.
   # RUN shard rule rounds device_count process_count resumed_from
   assert "RUN 1 krum 3 4 2 0" in runs["stdout"]
   assert "RUN 1 coordinate_median 4 4 2 3" in runs["stdout"]
   assert "RUN 1 krum 3 4 1 0" in runs["stdout"]
   assert "RUN 0 krum 3 4 1 0" in runs["stdout"]
 
-
-def test_two_processes_equal_one_process_and_one_device(runs):
+  # Two processes equal one process and one device.
   for rounds in (3, 4):  # 4: resumed from round 3 by the two processes
     key = ("coordinate_median", rounds)
     np.testing.assert_array_equal(runs[("2p",) + key], runs[("1d",) + key])
@@ -145,8 +147,7 @@ def test_two_processes_equal_one_process_and_one_device(runs):
   assert not np.array_equal(runs["1d", "krum", 3],
                             runs["1d", "coordinate_median", 3])
 
-
-def test_only_process_zero_writes(runs):
+  # Only process 0 writes.
   files = runs["files"]
   assert {"summary.json", "metrics.jsonl", "checkpoints"} <= set(files), files
   assert not [f for f in files if f.startswith("process_")], files

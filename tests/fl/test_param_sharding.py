@@ -1,6 +1,7 @@
 """Aggregation sharded along the parameters: equal results, no gather, ~1.3x memory.
 
-For every rule of ``SHARDED_RULES``, on 4 forced CPU devices, with
+For every rule of ``SHARDED_RULES`` (an alias, the same registry entry as
+its rule, is compiled once), on 4 forced CPU devices, with
 ``[C, d] = [64, 2^14]`` arriving split over clients (as local training
 leaves it) and aggregated as the round does it (``aggregation_sharding``:
 a ``ChunkedResharding``, the matrix resharded along ``d`` one column chunk
@@ -97,7 +98,14 @@ _SCRIPT = textwrap.dedent("""
                      out_shardings=sharding.replicated(mesh4))
     assert C * d in gathered_sizes(gather.lower(x).compile())
 
-    cases = [(r, ()) for r in sorted(sharding.SHARDED_RULES)]
+    # An alias (median) is the same registry entry as its rule: compiled once,
+    # its placement checked by name.
+    rules = sorted({aggregators.RULES.canonical(r) for r in sharding.SHARDED_RULES})
+    assert set(rules) <= sharding.SHARDED_RULES, rules
+    assert all(isinstance(sharding.aggregation_sharding(mesh4, r),
+                          sharding.ChunkedResharding)
+               for r in sharding.SHARDED_RULES)
+    cases = [(r, ()) for r in rules]
     cases += [(r, (p,)) for p in sorted(sharding.SHARDED_PRE_AGGREGATORS)
               for r in ("mean", "krum")]
     for rule, pre in cases:
