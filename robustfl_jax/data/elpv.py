@@ -163,7 +163,8 @@ def partition_by_cell_type(cell_type: np.ndarray, num_clients: int,
   return parts
 
 
-def load_defect_pool(image_size: int = 224, num_images: int = 100, num_test_good: int = 300,
+def load_defect_pool(image_size: int = 224, num_images: Optional[int] = 100,
+                     num_test_good: int = 300,
                      max_train: Optional[int] = None, max_test_defective: Optional[int] = None,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Defective cells that `load_elpv` with the same arguments leaves out of its test set.
@@ -175,7 +176,8 @@ def load_defect_pool(image_size: int = 224, num_images: int = 100, num_test_good
   Args:
     image_size, num_test_good, max_train, max_test_defective, seed: as for
       `load_elpv` (they fix the test set the pool avoids).
-    num_images: cells in the pool, >= 1.
+    num_images: cells in the pool, >= 1; None takes every defective cell
+      outside the test set.
 
   Returns:
     `(images uint8[k, s, s, 3], probability f32[k])`, k = min(num_images,
@@ -185,13 +187,13 @@ def load_defect_pool(image_size: int = 224, num_images: int = 100, num_test_good
     ValueError: `num_images` < 1, or every defective cell is in the test set
       (lower `max_test_defective`).
   """
-  if num_images < 1:
-    raise ValueError(f"num_images must be >= 1; got {num_images}")
+  if num_images is not None and num_images < 1:
+    raise ValueError(f"num_images must be >= 1 or None (all); got {num_images}")
   paths, probability, _ = _read_all()
   _, _, test_defective = split_indices(num_test_good, max_train, max_test_defective, seed)
   rest = np.setdiff1d(np.flatnonzero(probability > 0), test_defective)
   if len(rest) == 0:
     raise ValueError("no defective cell is left outside the test set: set "
                      "max_test_defective below 1116 to leave a pool for the attacker")
-  chosen = np.sort(np.random.default_rng(seed + 1).permutation(rest)[:num_images])
+  chosen = np.sort(np.random.default_rng(seed + 1).permutation(rest)[:num_images or len(rest)])
   return _load([paths[i] for i in chosen], image_size), probability[chosen]

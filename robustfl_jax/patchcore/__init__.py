@@ -14,7 +14,8 @@ and a bank's evaluation on a test set (`evaluate_bank`, `image_metrics`,
 from robustfl_jax.patchcore.coreset import coverage_radius, greedy_coreset, random_subset
 from robustfl_jax.patchcore.features import (adaptive_avg_pool_matrix, anomaly_maps,
                                              combine_feature_maps, extract_patch_features,
-                                             gaussian_blur, local_average, make_patch_feature_fn)
+                                             gaussian_blur, local_average, make_patch_feature_fn,
+                                             standardize_intensity)
 from robustfl_jax.patchcore.metrics import aupro, image_auroc, pixel_auroc, pro_curve
 from robustfl_jax.patchcore.nearest_neighbor import (nearest_neighbor_scores, nearest_neighbors,
                                                      score_patches,

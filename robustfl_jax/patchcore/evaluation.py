@@ -23,8 +23,22 @@ from robustfl_jax.patchcore.federated import RobustnessConfig
 from robustfl_jax.patchcore.nearest_neighbor import reweighted_image_scores, score_patches
 
 
+_ELPV_PROBABILITIES = {"p1_3": 1.0 / 3.0, "p2_3": 2.0 / 3.0, "p1": 1.0}
+
+
 def image_metrics(image_scores: np.ndarray, data) -> dict[str, float]:
-  """Image AUROC on all defective images, and (ELPV) on probability-1 ones only.
+  """Image AUROC on all defective images, and (ELPV) per defect probability.
+
+  The all-defects AUROC is exactly the defect-count-weighted mean of the
+  AUROCs of each probability group against the same functional cells (each
+  is a Mann-Whitney statistic over the same negatives). So the cells the
+  annotators were least sure of (p = 1/3, 2/3) bound it:
+  ``image_auroc_ceiling`` is the all-defects AUROC the same scores would
+  reach if every p = 1 cell scored above every functional cell.
+
+  Note: InCTRL (Zhu and Pang, CVPR 2024) evaluates ELPV with the p = 1 cells
+  as the only anomalies (its ``convert_elpv.py``); ``image_auroc_p1`` is
+  that protocol on this test set.
 
   Args:
     image_scores: f32[M] one score per test image of ``data``.
@@ -33,16 +47,33 @@ def image_metrics(image_scores: np.ndarray, data) -> dict[str, float]:
 
   Returns:
     ``{"image_auroc": ..., "recall_at_5fpr": ...}`` (the share of defective
-    images caught at the threshold that flags 5% of the normal ones), plus ``"image_auroc_p1"`` for ELPV when some
-    test cell is defective with probability 1: the AUROC of those cells
-    against the functional ones (probability 0), the uncertain ones left out.
+    images caught at the threshold that flags 5% of the normal ones). For
+    ELPV, when some test cell is defective with probability 1, also
+    ``"image_auroc_p1"`` (those cells against the functional ones, p = 0;
+    the others left out), ``"image_auroc_p1_3"`` and ``"image_auroc_p2_3"``
+    (the same for p = 1/3 and 2/3, where present) and
+    ``"image_auroc_ceiling"``.
   """
+  image_scores = np.asarray(image_scores)
   out = {"image_auroc": metrics.image_auroc(image_scores, data.test_labels),
          "recall_at_5fpr": metrics.recall_at_fpr(image_scores, data.test_labels, 0.05)}
-  severity = data.test_severity
-  certain = (severity == 0) | (severity == 1)
-  if data.name == "elpv" and np.any(severity == 1):
-    out["image_auroc_p1"] = metrics.image_auroc(image_scores[certain], severity[certain] == 1)
+  severity = np.asarray(data.test_severity)
+  functional = severity == 0
+  if data.name != "elpv" or not np.any(severity == 1) or not np.any(functional):
+    return out
+  defective = np.asarray(data.test_labels) == 1
+  weighted, count = 0.0, 0
+  for name, probability in _ELPV_PROBABILITIES.items():
+    group = defective & np.isclose(severity, probability)
+    if not np.any(group):
+      continue
+    chosen = functional | group
+    auroc = metrics.image_auroc(image_scores[chosen], group[chosen])
+    out[f"image_auroc_{name}"] = auroc
+    weighted += group.sum() * (1.0 if probability == 1.0 else auroc)
+    count += group.sum()
+  if count == defective.sum():  # every defect is in one of the three groups
+    out["image_auroc_ceiling"] = float(weighted / count)
   return out
 
 

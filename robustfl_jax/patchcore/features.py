@@ -10,6 +10,11 @@ stages of an ImageNet backbone:
    pooling (so both stages weigh the same, whatever their widths);
 4. the concatenation is reduced to the target dimension the same way.
 
+Optionally (``standardize=True``, not in the paper) each image's gray levels
+are first standardised (`standardize_intensity`): electroluminescence images
+of the same kind of cell differ in overall brightness with the exposure and
+the module's current, which the backbone would otherwise read as content.
+
 Everything is one jitted function of a batch of images; `extract_patch_features`
 runs it over a data set batch by batch and shows progress.
 
@@ -59,6 +64,31 @@ def local_average(feature_map: jax.Array, size: int = 3) -> jax.Array:
   return total / count
 
 
+INTENSITY_MEAN = 128.0
+INTENSITY_STD = 50.0
+
+
+def standardize_intensity(images: jax.Array, mean: float = INTENSITY_MEAN,
+                          std: float = INTENSITY_STD) -> jax.Array:
+  """Per image, shifts and scales the pixel values to a fixed mean and spread.
+
+  Each image of f32[B, H, W, C] in [0, 255] is mapped affinely so that its
+  pixels (all channels together) have mean `mean` and standard deviation
+  `std`, then clipped to [0, 255]. A constant image becomes `mean`
+  everywhere. Not part of PatchCore (Roth et al. 2022); on ELPV it removes
+  the cell-to-cell brightness differences of EL imaging (see the ablation in
+  docs/results/patchcore.md).
+
+  Returns:
+    f32[B, H, W, C].
+  """
+  images = jnp.asarray(images, jnp.float32)
+  center = jnp.mean(images, axis=(1, 2, 3), keepdims=True)
+  spread = jnp.std(images, axis=(1, 2, 3), keepdims=True)
+  scaled = (images - center) * jnp.where(spread > 0, std / jnp.where(spread > 0, spread, 1.0), 0.0)
+  return jnp.clip(scaled + mean, 0.0, 255.0)
+
+
 def combine_feature_maps(feature_maps: Sequence[jax.Array], embed_dim: int,
                          target_dim: int, neighbourhood: int = 3) -> jax.Array:
   """Builds patch features [B, h, w, target_dim] from NHWC stage maps.
@@ -84,7 +114,8 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
                           layers: Sequence[str] | None = None,
                           embed_dim: int = 256, target_dim: int = 256,
                           variables: Any = None,
-                          neighbourhood: int = 3) -> tuple[Callable, Any, int]:
+                          neighbourhood: int = 3,
+                          standardize: bool = False) -> tuple[Callable, Any, int]:
   """A jitted `fn(variables, images) -> f32[B, h, w, target_dim]` for a backbone.
 
   Args:
@@ -95,6 +126,8 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
     embed_dim, target_dim: see `combine_feature_maps`.
     variables: backbone variables; loaded from the pip package for EfficientNet.
     neighbourhood: local averaging window p (3 in the paper; 1 disables it).
+    standardize: apply `standardize_intensity` to each image first (not in
+      the paper).
 
   Returns:
     (fn, variables, stride): `images` are f32/uint8[B, H, W, 3] in [0, 255];
@@ -126,6 +159,8 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
 
   @jax.jit
   def fn(variables, images):
+    if standardize:
+      images = standardize_intensity(images)
     maps = model.apply(variables, normalize(images), features=layers)
     return combine_feature_maps([maps[name] for name in layers], embed_dim, target_dim,
                                 neighbourhood)

@@ -46,10 +46,11 @@ Strategies, with what each guarantees and what it costs:
   `num_byzantine` clients are malicious, and once the norm scores flagged
   that many, nobody more is excluded -- the honest peer of an excluded
   client loses its only support, and its share is then large. Measured on
-  ELPV (configs/patchcore_elpv.py, 1 of 5 clients malicious): split by cell
-  type 0.787 clean, 0.793 under each of scaling, noise, sign flip, ALIE and
-  both defect injections (undefended: 0.737 under defect_injection); IID
-  0.804 clean, 0.782 under each attack (the four honest clients' bank).
+  ELPV (configs/patchcore_elpv.py, 1 of 5 clients malicious, 2026-12-03):
+  split by cell type 0.794 clean, 0.812 under each of scaling, noise, sign
+  flip, ALIE and both defect injections (undefended: 0.719 under
+  defect_injection); IID 0.808 clean, 0.814 under each attack (undefended:
+  0.748).
 
 Non-finite patches are an attack, not an accident: every strategy ignores
 them (the two coordinate-wise rules drop the whole client, the others drop

@@ -57,3 +57,7 @@ def test_defect_pool_is_disjoint_from_the_test_set():
     elpv.load_defect_pool(16, 8, num_test_good=10, max_train=10, max_test_defective=None)
   with pytest.raises(ValueError, match="num_images"):
     elpv.load_defect_pool(16, 0)
+  # None: every defective cell outside the test set (1,116 defective, 1,000 tested).
+  everything, _ = elpv.load_defect_pool(8, None, num_test_good=10, max_train=10,
+                                        max_test_defective=1000)
+  assert len(everything) == 116

@@ -86,7 +86,7 @@ def test_markdown_and_headline_publish(tiny_run, tmp_path):
 
 def test_ablation_writes_one_row_per_variant(tmp_path):
   pytest.importorskip("elpv_dataset")
-  config = _config(**{"ablation": ("", "federated.global_bank_size=40"),
+  config = _config(**{"ablation": ("", "federated.global_bank_size=40"), "ablation_seeds": 2,
                       "federated.num_clients": 0, "synthetic.num_images": 0})
   published = []
   rows = patchcore.ablation(config, str(tmp_path), log=lambda line: None,
@@ -94,8 +94,12 @@ def test_ablation_writes_one_row_per_variant(tmp_path):
   assert [r["variant"] for r in rows] == ["(config)", "federated.global_bank_size=40"]
   assert [r["bank_size"] for r in rows] == [80, 40] and published == [1, 2]
   assert rows[0]["patches"] == rows[1]["patches"] == 25 * 8 * 8  # features shared
+  assert all(r["seeds"] == 2 and r["image_auroc_sd"] >= 0.0 for r in rows)
   text = (tmp_path / patchcore.ABLATION_MD).read_text()
   assert text == patchcore.ablation_markdown(rows) and "`federated.global_bank_size=40`" in text
+  assert " ± " in text and "mean ± sd over 2 coreset seed(s)" in text
+  with pytest.raises(ValueError, match="ablation_seeds"):
+    patchcore.ablation(_config(**{"ablation": ("",), "ablation_seeds": 0}), str(tmp_path / "z"))
   with pytest.raises(ValueError, match="ablation"):
     patchcore.ablation(_config(**{"ablation": ()}), str(tmp_path / "none"))
 

@@ -39,6 +39,29 @@ def test_image_metrics_p1_only_on_elpv_with_certain_defects():
     "image_auroc", "recall_at_5fpr"}
 
 
+def test_image_metrics_per_defect_probability_and_the_ceiling():
+  rng = np.random.default_rng(0)
+  severity = np.concatenate([np.zeros(40), np.full(15, 1 / 3), np.full(5, 2 / 3), np.full(20, 1.0)])
+  labels = (severity > 0).astype(int)
+  scores = rng.normal(0, 1, len(severity)) + 1.5 * severity
+  out = evaluation.image_metrics(scores, _data(labels, severity))
+  groups = {"image_auroc_p1_3": 1 / 3, "image_auroc_p2_3": 2 / 3, "image_auroc_p1": 1.0}
+  for key, p in groups.items():  # each group against the functional cells only
+    chosen = (severity == 0) | np.isclose(severity, p)
+    assert out[key] == pytest.approx(evaluation.metrics.image_auroc(scores[chosen],
+                                                                     severity[chosen] > 0))
+  # All defects = the count-weighted mean of the groups (same negatives).
+  counts = {"image_auroc_p1_3": 15, "image_auroc_p2_3": 5, "image_auroc_p1": 20}
+  weighted = sum(counts[k] * out[k] for k in counts) / 40
+  assert out["image_auroc"] == pytest.approx(weighted, abs=1e-12)
+  # The ceiling: the same scores with every p = 1 cell above every functional one.
+  lifted = scores.copy()
+  lifted[severity == 1] = scores.max() + 1.0
+  assert out["image_auroc_ceiling"] == pytest.approx(
+    evaluation.metrics.image_auroc(lifted, labels), abs=1e-12)
+  assert out["image_auroc_ceiling"] > out["image_auroc"]
+
+
 @pytest.mark.parametrize("reweight_neighbors", [0, 3, 50])
 def test_evaluate_bank_separates_and_drops_non_finite_rows(reweight_neighbors):
   labels = [0, 0, 0, 1, 1]

