@@ -478,9 +478,11 @@ def ablation(config, workdir: str, *, log: Callable[[str], None] = print,
 
   Returns:
     One row per variant (also written to ``results.json`` and
-    ``ablation.md``): ``variant``, the image metrics, ``train_images``,
-    ``patches``, ``bank_size``, ``seconds`` (features included when they
-    were extracted for it).
+    ``ablation.md``): ``variant``, the image metrics (the mean over
+    ``config.ablation_seeds`` coreset seeds, default 1; seed 0 is the main
+    run's coreset key) and each one's ``<metric>_sd`` (sample sd, 0 for one
+    seed), ``seeds``, ``train_images``, ``patches``, ``bank_size``,
+    ``seconds`` (features included when they were extracted for it).
 
   Raises:
     ValueError: no ``ablation`` field, or an invalid override.

@@ -74,8 +74,9 @@ def standardize_intensity(images: jax.Array, mean: float = INTENSITY_MEAN,
 
   Each image of f32[B, H, W, C] in [0, 255] is mapped affinely so that its
   pixels (all channels together) have mean `mean` and standard deviation
-  `std`, then clipped to [0, 255]. A constant image becomes `mean`
-  everywhere. Not part of PatchCore (Roth et al. 2022); on ELPV it removes
+  `std`, then clipped to [0, 255] (the defaults, mid-gray and a spread of
+  the order of natural images', were not tuned). A constant image becomes
+  `mean` everywhere. Not part of PatchCore (Roth et al. 2022); on ELPV it removes
   the cell-to-cell brightness differences of EL imaging (see the ablation in
   docs/results/patchcore.md).
 

@@ -268,9 +268,10 @@ def support_mask(coresets: jax.Array, kept: Optional[jax.Array] = None,
   """Patches of kept clients that the other kept clients' banks support (per patch).
 
   Not used by "supported_coreset", which judges whole clients
-  (`exclude_unsupported`): on ELPV (configs/patchcore_elpv.py, cell_type
-  split) this per-patch filter let half-poisoned banks through (the
-  poisoned half moves the client's own median and MAD) and, once a peer was
+  (`exclude_unsupported`): on ELPV (configs/patchcore_elpv.py with its
+  earlier defaults: no gray-level standardisation, a 400-cell pool, half
+  the bank poisoned; cell_type split) this per-patch filter let
+  half-poisoned banks through (the poisoned half moves the client's own median and MAD) and, once a peer was
   excluded, cut the remaining mono client's tail: image AUROC 0.735 under
   defect_injection and 0.752 under scaling, against 0.789 clean.
 
