@@ -195,5 +195,5 @@ def load_defect_pool(image_size: int = 224, num_images: Optional[int] = 100,
   if len(rest) == 0:
     raise ValueError("no defective cell is left outside the test set: set "
                      "max_test_defective below 1116 to leave a pool for the attacker")
-  chosen = np.sort(np.random.default_rng(seed + 1).permutation(rest)[:num_images or len(rest)])
+  chosen = np.sort(np.random.default_rng(seed + 1).permutation(rest)[:num_images])
   return _load([paths[i] for i in chosen], image_size), probability[chosen]

@@ -529,9 +529,7 @@ def ablation(config, workdir: str, *, log: Callable[[str], None] = print,
   return rows
 
 
-_ABLATION_HEADERS = {"image_auroc": "image AUROC (all defects)",
-                     "image_auroc_p1_3": "p = 1/3", "image_auroc_p2_3": "p = 2/3",
-                     "image_auroc_p1": "p = 1",
+_ABLATION_HEADERS = {"image_auroc": "image AUROC (all defects)", **dict(_SEVERITY_KEYS),
                      "image_auroc_ceiling": "all defects if every p = 1 cell were caught",
                      "recall_at_5fpr": "recall at 5% FPR"}
 

@@ -271,9 +271,10 @@ def support_mask(coresets: jax.Array, kept: Optional[jax.Array] = None,
   (`exclude_unsupported`): on ELPV (configs/patchcore_elpv.py with its
   earlier defaults: no gray-level standardisation, a 400-cell pool, half
   the bank poisoned; cell_type split) this per-patch filter let
-  half-poisoned banks through (the poisoned half moves the client's own median and MAD) and, once a peer was
-  excluded, cut the remaining mono client's tail: image AUROC 0.735 under
-  defect_injection and 0.752 under scaling, against 0.789 clean.
+  half-poisoned banks through (the poisoned half moves the client's own
+  median and MAD) and, once a peer was excluded, cut the remaining mono
+  client's tail: image AUROC 0.735 under defect_injection and 0.752 under
+  scaling, against 0.789 clean.
 
   For every patch, its `support_distances` value s (distance to the nearest
   patch of another kept client). Within each client, z = (s - median) /
