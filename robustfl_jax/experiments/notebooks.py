@@ -42,6 +42,10 @@ def execute(notebook, cwd: str = NOTEBOOK_DIR,
             timeout: int = CELL_TIMEOUT_S):
   """Runs ``notebook`` (an ``nbformat`` node) top to bottom in a fresh kernel.
 
+  The kernel is shut down at the end (nbclient leaves a kernel manager it
+  was given running: each test's kernel, with its compiled programs, would
+  stay alive until pytest exits).
+
   Raises:
     nbclient.exceptions.CellExecutionError: a cell raised.
   """
@@ -49,7 +53,7 @@ def execute(notebook, cwd: str = NOTEBOOK_DIR,
   client = nbclient.NotebookClient(
       notebook, km=_kernel_manager(), kernel_name="python3", timeout=timeout,
       resources={"metadata": {"path": cwd}})
-  return client.execute()
+  return client.execute(cleanup_kc=True)
 
 
 def store_outputs(path: str, cwd: Optional[str] = None) -> str:
