@@ -48,7 +48,7 @@ def get_config():
   config.data.max_test_defective = 300  # 0 = all
 
   config.backbone = ml_collections.ConfigDict()
-  config.backbone.name = "efficientnet_lite0"  # or "wide_resnet50_2" (needs weights)
+  config.backbone.name = "efficientnet_lite0"  # or _lite1, _lite2, "wide_resnet50_2" (needs weights)
   config.backbone.weights = ""  # torchvision wide_resnet50_2 file for the WideResNet
   config.backbone.layers = ("stage3", "stage5")
   config.backbone.embed_dim = 256
@@ -93,7 +93,8 @@ def get_config():
                      "federated.global_bank_size=6000", "reweight_neighbors=3",
                      "data.max_train=0", "data.max_train=0; federated.global_bank_size=6000",
                      "data.image_size=300", "backbone.layers=('stage3', 'stage4')",
-                     "backbone.neighbourhood=5", "data.image_size=128")
+                     "backbone.neighbourhood=5", "data.image_size=128",
+                     "backbone.name=efficientnet_lite1", "backbone.name=efficientnet_lite2")
   config.ablation_seeds = 3
   config.lock()
   return config

@@ -15,7 +15,12 @@ all defects and 0.917 ± 0.001 on the p = 1 defects (InCTRL's ELPV
 protocol), against 0.807 ± 0.007 and 0.893 ± 0.010 for the CPU config; the
 larger bank alone gave 0.817 ± 0.004 and 0.900 ± 0.002. Resolution stays
 at 160 px (300 px: 0.801 ± 0.012, 128 px: 0.801 ± 0.003). Not combined yet:
-``backbone.neighbourhood=5`` (0.813 ± 0.009 alone). Here the test set
+``backbone.neighbourhood=5`` (0.813 ± 0.009 alone) and the larger
+backbones (``backbone.name=efficientnet_lite1``: 0.819 ± 0.004, p = 1
+0.905 ± 0.002; ``efficientnet_lite2``: 0.816 ± 0.006, 0.900 ± 0.008). The
+backbone stays Lite0: with Lite2 features the clients' norm-statistic
+z-score flagged the honest mono clients of the cell-type split in a
+one-seed CPU run (docs/notes.md, PatchCore). Here the test set
 keeps 700 of the 1,116 defective cells (the other 416 are the pool of the
 defect_injection attacker), and there are 10 clients, two of them
 malicious.

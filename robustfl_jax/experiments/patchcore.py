@@ -33,11 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustfl_jax import attacks
 from robustfl_jax.data import anomaly_folders, elpv, synthetic_defects
 from robustfl_jax.data.partition import dirichlet, iid
 from robustfl_jax.experiments import reporting
 from robustfl_jax.experiments import workdir as workdir_lib
-from robustfl_jax.models import wide_resnet
+from robustfl_jax.models import efficientnet_lite, wide_resnet
 from robustfl_jax.patchcore import coreset as coreset_lib
 from robustfl_jax.patchcore import evaluation, federated, features, metrics, poisoning
 from robustfl_jax.patchcore.nearest_neighbor import score_patches
@@ -48,6 +49,45 @@ RESULTS_MD = "results.md"
 TEST_MAPS = "anomaly_maps_test.png"
 BANK_PCA = "bank_pca_defect_injection.png"
 SYNTHETIC_MAPS = "anomaly_maps_synthetic.png"
+
+
+DATA_SETS = ("elpv", "mvtec", "autovi")
+PARTITIONS = ("cell_type", "iid", "dirichlet")
+
+
+def validate(config) -> None:
+  """Checks the names and ranges of a PatchCore config before any work starts.
+
+  Raises:
+    ValueError: a sentence naming the first bad field (data set, backbone or
+      its layers, partition, strategy, attack, Byzantine client, poisoned
+      fraction).
+  """
+  def choose(field, value, allowed):
+    if value not in allowed:
+      raise ValueError(f"{field}={value!r} is not one of {list(allowed)}")
+
+  choose("data.name", config.data.name, DATA_SETS)
+  bb = config.backbone
+  choose("backbone.name", bb.name, features.EFFICIENTNET_BACKBONES + ("wide_resnet50_2",))
+  strides = (wide_resnet.STAGE_STRIDES if bb.name == "wide_resnet50_2"
+             else efficientnet_lite.STAGE_STRIDES)
+  for layer in bb.layers:
+    choose("backbone.layers", layer, tuple(strides))
+  fed = config.federated
+  for partition in (fed.partition,) + tuple(fed.get("extra_partitions", ())):
+    choose("federated.partition / extra_partitions", partition, PARTITIONS)
+  for strategy in fed.strategies:
+    choose("federated.strategies", strategy, federated.STRATEGIES)
+  for attack in fed.attacks:
+    choose("federated.attacks", attack, DEFECT_ATTACKS + attacks.names())
+  if fed.num_clients > 0:
+    for client in fed.byzantine_clients:
+      if not 0 <= client < fed.num_clients:
+        raise ValueError(f"federated.byzantine_clients holds {client}, outside the "
+                         f"{fed.num_clients} clients (0 .. {fed.num_clients - 1})")
+  if not 0.0 < fed.poison_fraction <= 1.0:
+    raise ValueError(f"federated.poison_fraction must be in (0, 1]; got {fed.poison_fraction!r}")
 
 
 def load_data(config):
@@ -492,15 +532,17 @@ def ablation(config, workdir: str, *, log: Callable[[str], None] = print,
   num_seeds = config.get("ablation_seeds", 1)
   if not isinstance(num_seeds, int) or num_seeds < 1:
     raise ValueError(f"ablation_seeds must be an int >= 1; got {num_seeds!r}")
+  variants = [_variant(config, overrides) for overrides in config.ablation]
+  for variant in variants:  # every row's settings are checked before the first runs
+    validate(variant)
   workdir_lib.prepare(workdir, config, kind="patchcore_ablation", fresh=fresh, log=log)
   key = jax.random.key(config.seed)
   # Seed 0 is the main run's coreset key; the others only reseed the coreset.
   keys = [key] + [jax.random.fold_in(key, 1000 + i) for i in range(1, num_seeds)]
   cache: dict[str, Any] = {}
   rows = []
-  for overrides in config.ablation:
+  for overrides, variant in zip(config.ablation, variants):
     t = time.time()
-    variant = _variant(config, overrides)
     feature_key = json.dumps([variant.data.to_dict(), variant.backbone.to_dict()], sort_keys=True,
                              default=str)
     if feature_key not in cache:
@@ -583,6 +625,7 @@ def run(config, workdir: str, *, log: Callable[[str], None] = print,
   Raises:
     ValueError: an invalid setting (data set, partition, strategy, ...).
   """
+  validate(config)
   workdir_lib.prepare(workdir, config, kind="patchcore", fresh=fresh, log=log)
   start = time.time()
   key = jax.random.key(config.seed)

