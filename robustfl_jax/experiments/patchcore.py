@@ -49,14 +49,15 @@ RESULTS_MD = "results.md"
 TEST_MAPS = "anomaly_maps_test.png"
 BANK_PCA = "bank_pca_defect_injection.png"
 SYNTHETIC_MAPS = "anomaly_maps_synthetic.png"
-
-
 DATA_SETS = ("elpv", "mvtec", "autovi")
 PARTITIONS = ("cell_type", "iid", "dirichlet")
 
 
 def validate(config) -> None:
   """Checks the names and ranges of a PatchCore config before any work starts.
+
+  :func:`run` calls it before making the work directory, and :func:`ablation`
+  on every row's variant before the first row runs.
 
   Raises:
     ValueError: a sentence naming the first bad field (data set, backbone or
