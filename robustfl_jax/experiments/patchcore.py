@@ -70,7 +70,7 @@ def validate(config) -> None:
 
   choose("data.name", config.data.name, DATA_SETS)
   bb = config.backbone
-  choose("backbone.name", bb.name, features.EFFICIENTNET_BACKBONES + ("wide_resnet50_2",))
+  choose("backbone.name", bb.name, features.BACKBONES)
   strides = (wide_resnet.STAGE_STRIDES if bb.name == "wide_resnet50_2"
              else efficientnet_lite.STAGE_STRIDES)
   for layer in bb.layers:
@@ -109,7 +109,7 @@ def load_data(config):
     return anomaly_folders.load_anomaly_folder(data.dir, data.category, data.image_size,
                                                layout=data.name, max_train=data.max_train or None,
                                                seed=config.seed)
-  raise ValueError(f"unknown data.name {data.name!r}; use 'elpv', 'mvtec' or 'autovi'")
+  raise ValueError(f"unknown data.name {data.name!r}; use one of {list(DATA_SETS)}")
 
 
 def partition_clients(groups: np.ndarray, config,
@@ -128,7 +128,7 @@ def partition_clients(groups: np.ndarray, config,
     return iid(groups, fed.num_clients, seed=config.seed)
   if partition == "dirichlet":
     return dirichlet(groups, fed.num_clients, fed.dirichlet_alpha, seed=config.seed)
-  raise ValueError(f"unknown partition {partition!r}; use 'cell_type', 'iid' or 'dirichlet'")
+  raise ValueError(f"unknown partition {partition!r}; use one of {list(PARTITIONS)}")
 
 
 def robustness(config, strategy: str) -> federated.RobustnessConfig:

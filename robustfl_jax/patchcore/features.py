@@ -112,6 +112,7 @@ def combine_feature_maps(feature_maps: Sequence[jax.Array], embed_dim: int,
 
 
 EFFICIENTNET_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONES = EFFICIENTNET_BACKBONES + ("wide_resnet50_2",)
 
 
 def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
@@ -156,8 +157,7 @@ def make_patch_feature_fn(backbone: str = "efficientnet_lite0",
     normalize = net.normalize_images
     strides = net.STAGE_STRIDES
   else:
-    raise ValueError(f"unknown backbone {backbone!r}; use one of "
-                     f"{list(EFFICIENTNET_BACKBONES) + ['wide_resnet50_2']}")
+    raise ValueError(f"unknown backbone {backbone!r}; use one of {list(BACKBONES)}")
   if not isinstance(neighbourhood, int) or neighbourhood < 1:
     raise ValueError(f"neighbourhood must be a positive int; got {neighbourhood!r}")
   for layer in layers:
